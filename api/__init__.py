@@ -1,0 +1,26 @@
+"""The HTTP face of mini-iaas: a thin Flask app that records requests and queues them. No libvirt here."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from api.errors import register_error_handlers
+from api.runtime import Runtime
+from common.config import Settings, get_settings
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(config: Settings | None = None) -> Flask:
+    """App factory: everything (engine, Celery producer) is built here, nothing at import time."""
+    from api.views import actions, health, images, tasks, vms
+
+    settings = config or get_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    Runtime.install(app, settings)
+    register_error_handlers(app)
+    for blueprint in (health.bp, vms.bp, tasks.bp, images.bp, actions.bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,70 @@
+"""Rows to JSON, in one place, so every endpoint shows a VM or a task the same way."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from common.models import Image, Task, TaskStep, Vm
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def vm_json(vm: Vm) -> dict[str, Any]:
+    return {
+        "id": str(vm.id),
+        "name": vm.name,
+        "image": vm.image,
+        "vcpus": vm.vcpus,
+        "memory_mib": vm.memory_mib,
+        "disk_gib": vm.disk_gib,
+        "status": vm.status,
+        "power_state": vm.power_state,
+        "host": vm.host,
+        "created_at": _iso(vm.created_at),
+        "updated_at": _iso(vm.updated_at),
+    }
+
+
+def step_json(step: TaskStep) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "status": step.status,
+        "error": step.error,
+        "undo_error": step.undo_error,
+        "started_at": _iso(step.started_at),
+        "finished_at": _iso(step.finished_at),
+    }
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    return {
+        "id": str(task.id),
+        "kind": task.kind,
+        "status": task.status,
+        "vm_id": str(task.vm_id) if task.vm_id else None,
+        "host": task.host,
+        "attempts": task.attempts,
+        "steps": [step_json(step) for step in task.steps],
+        "result": task.result,
+        "error": task.error,
+        "created_at": _iso(task.created_at),
+        "queued_at": _iso(task.queued_at),
+        "started_at": _iso(task.started_at),
+        "finished_at": _iso(task.finished_at),
+    }
+
+
+def image_json(image: Image) -> dict[str, Any]:
+    return {
+        "id": str(image.id),
+        "name": image.name,
+        "host": image.host,
+        "format": image.format,
+        "size_bytes": image.size_bytes,
+        "virtual_size_bytes": image.virtual_size_bytes,
+        "checksum_sha256": image.checksum_sha256,
+        "created_at": _iso(image.created_at),
+    }

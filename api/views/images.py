@@ -1,0 +1,19 @@
+"""/v1/images: the base images VMs can be built from (registered with `iaas-admin image import`)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from api.presenters import image_json
+from api.runtime import db
+from common.models import Image
+
+bp = Blueprint("images", __name__, url_prefix="/v1/images")
+
+
+@bp.get("")
+def list_images() -> ResponseReturnValue:
+    images = db().scalars(select(Image).order_by(Image.name)).all()
+    return jsonify({"items": [image_json(image) for image in images]})

@@ -1,0 +1,23 @@
+"""/v1/tasks/<id>: what clients poll. Steps show the saga's progress as it happens."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+from api.presenters import task_json
+from api.runtime import db
+from common.errors import NotFound
+from common.models import Task
+
+bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
+
+
+@bp.get("/<uuid:task_id>")
+def get_task(task_id: uuid.UUID) -> ResponseReturnValue:
+    task = db().get(Task, task_id)
+    if task is None:
+        raise NotFound(f"No task with id {task_id}.", task_id=str(task_id))
+    return jsonify(task_json(task))

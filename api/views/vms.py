@@ -1,0 +1,110 @@
+"""/v1/vms: ask for VMs, list and read them, delete them. Every change answers 202 with its task."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select, tuple_
+
+from api.idempotency import claim_key, fingerprint, record_answer, validate_key
+from api.pagination import decode_cursor, encode_cursor
+from api.presenters import task_json, vm_json
+from api.runtime import db, runtime
+from api.schemas import PowerAction, VmCreate, VmListQuery
+from api.views.body import json_object
+from api.vm_requests import get_live_vm, request_create, request_destroy, request_power
+from common.dispatch import publish_and_mark
+from common.models import Task, Vm
+from common.states import TaskKind, VmStatus
+
+bp = Blueprint("vms", __name__, url_prefix="/v1/vms")
+
+
+def _answer(status: int, body: dict[str, Any], task_id: uuid.UUID | None) -> ResponseReturnValue:
+    response = jsonify(body)
+    response.status_code = status
+    if task_id is not None:
+        response.headers["Location"] = url_for("tasks.get_task", task_id=task_id)
+    return response
+
+
+def _accept(work: Callable[[], tuple[Vm, Task]], body: dict[str, Any] | None) -> ResponseReturnValue:
+    """Do the work, commit, then queue (never the other way round), and answer 202 with the task.
+    With an Idempotency-Key, a retry of the same request replays the first answer instead."""
+    session = db()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        replay = claim_key(session, validate_key(key), request.method, request.path, fingerprint(body))
+        if replay is not None:
+            session.rollback()
+            return _answer(replay.status, replay.body, replay.task_id)
+    vm, task = work()
+    answer = {"vm": vm_json(vm), "task": task_json(task)}
+    if key is not None:
+        record_answer(session, key, 202, answer, task.id)
+    session.commit()
+    rt = runtime()
+    if publish_and_mark(rt.celery, rt.sessions, task):
+        session.refresh(task)
+        answer["task"] = task_json(task)
+        if key is not None:  # a replay shows what this first answer shows
+            record_answer(session, key, 202, answer, task.id)
+            session.commit()
+    return _answer(202, answer, task.id)
+
+
+@bp.post("")
+def create_vm() -> ResponseReturnValue:
+    body = VmCreate.model_validate(json_object())
+    return _accept(lambda: request_create(db(), body), body.model_dump())
+
+
+@bp.get("")
+def list_vms() -> ResponseReturnValue:
+    query = VmListQuery.model_validate(request.args.to_dict())
+    stmt = select(Vm).where(Vm.status != VmStatus.DELETED)
+    if query.status is not None:
+        stmt = stmt.where(Vm.status == query.status)
+    if query.name is not None:
+        stmt = stmt.where(Vm.name == query.name)
+    if query.cursor is not None:
+        stmt = stmt.where(tuple_(Vm.created_at, Vm.id) > tuple_(*decode_cursor(query.cursor)))
+    rows = db().scalars(stmt.order_by(Vm.created_at, Vm.id).limit(query.limit + 1)).all()
+    page, more = rows[: query.limit], len(rows) > query.limit
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    return jsonify({"items": [vm_json(vm) for vm in page], "next_cursor": next_cursor})
+
+
+@bp.get("/<uuid:vm_id>")
+def get_vm(vm_id: uuid.UUID) -> ResponseReturnValue:
+    return jsonify(vm_json(get_live_vm(db(), vm_id)))
+
+
+@bp.delete("/<uuid:vm_id>")
+def delete_vm(vm_id: uuid.UUID) -> ResponseReturnValue:
+    return _accept(lambda: request_destroy(db(), vm_id), None)
+
+
+def _power(vm_id: uuid.UUID, kind: TaskKind) -> ResponseReturnValue:
+    options = PowerAction.model_validate(json_object(optional=True)).model_dump()
+    return _accept(lambda: request_power(db(), vm_id, kind, options), {"kind": kind, **options})
+
+
+@bp.post("/<uuid:vm_id>/start")
+def start_vm(vm_id: uuid.UUID) -> ResponseReturnValue:
+    return _power(vm_id, TaskKind.START_VM)
+
+
+@bp.post("/<uuid:vm_id>/stop")
+def stop_vm(vm_id: uuid.UUID) -> ResponseReturnValue:
+    """Graceful shutdown, forced after IAAS_STOP_TIMEOUT_S; {"force": true} forces at once."""
+    return _power(vm_id, TaskKind.STOP_VM)
+
+
+@bp.post("/<uuid:vm_id>/reboot")
+def reboot_vm(vm_id: uuid.UUID) -> ResponseReturnValue:
+    return _power(vm_id, TaskKind.REBOOT_VM)

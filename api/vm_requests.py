@@ -1,0 +1,122 @@
+"""Turning a validated request into rows: a VM and the task that will act on it.
+
+These functions add and flush; the view that called them owns the commit."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.schemas import VmCreate
+from common.errors import DiskTooSmall, InvalidState, NameTaken, NotFound, UnknownImage, VmBusy
+from common.models import Image, Task, Vm
+from common.states import (
+    ACTIVE_TASK_STATUSES,
+    DELETABLE_VM_STATUSES,
+    PowerState,
+    TaskKind,
+    TaskStatus,
+    VmStatus,
+)
+
+GIB = 1024**3
+_NAME_INDEX = "vms_live_name_unique"
+_ACTIVE_TASK_INDEX = "tasks_one_active_per_vm"
+
+
+def get_live_vm(session: Session, vm_id: uuid.UUID) -> Vm:
+    vm = session.get(Vm, vm_id)
+    if vm is None or vm.status == VmStatus.DELETED:
+        raise NotFound(f"No VM with id {vm_id}.", vm_id=str(vm_id))
+    return vm
+
+
+def request_create(session: Session, body: VmCreate) -> tuple[Vm, Task]:
+    image = session.scalar(select(Image).where(Image.name == body.image))
+    if image is None:
+        raise UnknownImage(f"No image named {body.image!r}; GET /v1/images lists them.", image=body.image)
+    if body.disk_gib * GIB < image.virtual_size_bytes:
+        needed = -(-image.virtual_size_bytes // GIB)
+        raise DiskTooSmall(
+            f"Image {image.name!r} needs a disk of at least {needed} GiB.", minimum_disk_gib=needed
+        )
+    vm = Vm(
+        id=uuid.uuid4(),
+        status=VmStatus.PENDING,
+        power_state=PowerState.UNKNOWN,
+        host=image.host,  # the VM's disk is an overlay on the image, so it lives where the image lives
+        **body.model_dump(),
+    )
+    task = _new_task(TaskKind.CREATE_VM, vm, body.model_dump())
+    session.add(vm)
+    _flush_or_conflict(session, body.name)  # the VM row first: the task points at it
+    session.add(task)
+    _flush_or_conflict(session, body.name)
+    return vm, task
+
+
+def request_destroy(session: Session, vm_id: uuid.UUID) -> tuple[Vm, Task]:
+    vm = get_live_vm(session, vm_id)
+    moved = session.execute(
+        update(Vm)
+        .where(Vm.id == vm_id, Vm.status.in_(DELETABLE_VM_STATUSES))
+        .values(status=VmStatus.DELETING)
+        .returning(Vm.id)
+    ).first()
+    if moved is None:
+        _raise_busy_or_invalid(session, vm)
+    task = _new_task(TaskKind.DESTROY_VM, vm, {})
+    session.add(task)
+    _flush_or_conflict(session, vm.name)
+    session.refresh(vm)
+    return vm, task
+
+
+# The status a VM must have for each power action to make sense.
+POWER_ACTION_FROM = {
+    TaskKind.START_VM: (VmStatus.STOPPED,),
+    TaskKind.STOP_VM: (VmStatus.RUNNING,),
+    TaskKind.REBOOT_VM: (VmStatus.RUNNING,),
+}
+
+
+def request_power(
+    session: Session, vm_id: uuid.UUID, kind: TaskKind, options: dict[str, Any]
+) -> tuple[Vm, Task]:
+    vm = get_live_vm(session, vm_id)
+    if vm.status not in POWER_ACTION_FROM[kind]:
+        _raise_busy_or_invalid(session, vm)
+    task = _new_task(kind, vm, options)
+    session.add(task)
+    _flush_or_conflict(session, vm.name)  # one active task per VM: PostgreSQL's index says so
+    return vm, task
+
+
+def _new_task(kind: TaskKind, vm: Vm, request: dict[str, Any]) -> Task:
+    return Task(
+        id=uuid.uuid4(), kind=kind, vm_id=vm.id, host=vm.host, status=TaskStatus.PENDING, request=request
+    )
+
+
+def _raise_busy_or_invalid(session: Session, vm: Vm) -> None:
+    active = session.scalar(select(Task.id).where(Task.vm_id == vm.id, Task.status.in_(ACTIVE_TASK_STATUSES)))
+    if active is not None:
+        raise VmBusy(f"VM {vm.name!r} has a task in progress; wait for it to finish.", task_id=str(active))
+    raise InvalidState(f"VM {vm.name!r} is {vm.status}; that action is not possible now.", status=vm.status)
+
+
+def _flush_or_conflict(session: Session, name: str) -> None:
+    """Let PostgreSQL's unique indexes decide races; translate their verdicts into 409s."""
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+        if constraint == _NAME_INDEX:
+            raise NameTaken(f"A VM named {name!r} already exists.", name=name) from exc
+        if constraint == _ACTIVE_TASK_INDEX:
+            raise VmBusy(f"VM {name!r} has a task in progress; wait for it to finish.") from exc
+        raise

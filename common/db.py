@@ -1,0 +1,54 @@
+"""SQLAlchemy engine and session factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(database_url: str) -> Engine:
+    # pre_ping: a PostgreSQL restart must not poison the pool; connect_timeout: fail fast (503) when down.
+    return create_engine(
+        database_url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"connect_timeout": 3},
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error, always close."""
+    with factory() as session, session.begin():
+        yield session
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """The database went away (restart, network): worth retrying, unlike a constraint violation."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def db_retrying(seconds: float) -> Retrying:
+    """Retry a unit of work through a database outage of up to `seconds`, with capped backoff."""
+    return Retrying(
+        retry=retry_if_exception(is_disconnect),
+        wait=wait_exponential(multiplier=0.1, max=5),
+        stop=stop_after_delay(seconds),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )

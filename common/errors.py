@@ -1,0 +1,73 @@
+"""Domain errors. Each carries the HTTP status and error code the API answers with."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class IaasError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(IaasError):
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidJson(InvalidRequest):
+    code = "invalid_json"
+
+
+class UnknownImage(InvalidRequest):
+    code = "unknown_image"
+
+
+class DiskTooSmall(InvalidRequest):
+    code = "disk_too_small"
+
+
+class NotFound(IaasError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(IaasError):
+    status = 409
+    code = "conflict"
+
+
+class NameTaken(Conflict):
+    code = "name_taken"
+
+
+class VmBusy(Conflict):
+    code = "vm_busy"
+
+
+class InvalidState(Conflict):
+    code = "invalid_state"
+
+
+class ServiceUnavailable(IaasError):
+    status = 503
+    code = "service_unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+
+
+class StateChanged(Exception):
+    """A compare-and-set UPDATE found the row in another state than expected. Not an HTTP error:
+    the caller decides whether that means 409 or a lost race to stop at."""
+
+
+class IdempotencyKeyReused(IaasError):
+    status = 422
+    code = "idempotency_key_reused"

@@ -1,0 +1,132 @@
+"""Database models. The schema itself comes only from the Alembic migrations in migrations/."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from common.states import PowerState, TaskStatus, VmStatus
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        uuid.UUID: UUID(as_uuid=True),
+        dict[str, Any]: JSONB,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class Image(Base):
+    """A base image: a volume in a host's storage pool that VM disks are overlaid on."""
+
+    __tablename__ = "images"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    host: Mapped[str] = mapped_column(String(63))
+    pool: Mapped[str] = mapped_column(String(255))
+    volume: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    virtual_size_bytes: Mapped[int] = mapped_column(BigInteger)
+    checksum_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Vm(Base):
+    __tablename__ = "vms"
+
+    # Equal to the libvirt domain UUID, so the hypervisor and the database name a VM the same way.
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(63))
+    image: Mapped[str] = mapped_column(String(63), ForeignKey("images.name"))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disk_gib: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=VmStatus.PENDING)
+    power_state: Mapped[str] = mapped_column(String(16), default=PowerState.UNKNOWN)
+    host: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    deleted_at: Mapped[datetime | None]
+
+
+class Task(Base):
+    """A durable request. PostgreSQL, not the Celery result backend, is the truth about its status."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(32))
+    vm_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("vms.id"))
+    host: Mapped[str] = mapped_column(String(63))
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING)
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # When the message was handed to the broker; NULL means "committed but not yet queued".
+    queued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    deadline_at: Mapped[datetime | None]
+
+    steps: Mapped[list[TaskStep]] = relationship(
+        order_by="TaskStep.seq", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class TaskStep(Base):
+    """The saga journal: one row per step, written before the step acts and after it ends."""
+
+    __tablename__ = "task_steps"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    # What the undo needs, recorded before the step acts (names are deterministic, so it is known).
+    undo_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    undo_error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class IdempotencyKey(Base):
+    """The first answer to a request made with an `Idempotency-Key`, replayed for its retries."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(Text)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]]
+    task_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+
+
+class Failpoint(Base):
+    """A named point in a saga where a test makes the next step raise, or pause until cleared."""
+
+    __tablename__ = "failpoints"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    action: Mapped[str] = mapped_column(String(16))
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+    last_task_id: Mapped[uuid.UUID | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mini-iaas needs, only those missing (idempotent). Run as root.
+set -euo pipefail
+
+packages=(
+    postgresql redis-server                      # the database and the broker
+    libvirt-daemon-system libvirt-clients        # libvirtd, virtlogd, virsh
+    qemu-system-x86 qemu-utils                   # the hypervisor and qemu-img
+    libvirt-dev pkg-config gcc python3-dev       # to build libvirt-python in the venv
+    python3-venv curl                            # the venv; curl for the README walk-through
+)
+
+installed() { [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]; }
+
+missing=()
+for pkg in "${packages[@]}"; do
+    installed "$pkg" || missing+=("$pkg")
+done
+if ((${#missing[@]} == 0)); then
+    echo "==> Debian packages: all present"
+    exit 0
+fi
+if ((EUID != 0)); then
+    echo "missing Debian packages: ${missing[*]}; run 'make up' as root (or apt-get install them)" >&2
+    exit 1
+fi
+echo "==> installing ${missing[*]} (a few minutes on a fresh machine)"
+apt-get update -q
+# Services must not auto-start through policy-rc.d-less containers; start-services.sh starts them.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Starts, stops and shows the mini-iaas processes: api (gunicorn), worker, beat, flower, events.
+# Each runs in the background with its pid file and log in the run folder; `down` stops exactly these.
+#   scripts/stack.sh up|down|status
+set -euo pipefail
+
+run_dir=${RUN_DIR:?RUN_DIR must be set (the Makefile sets it)}
+venv=${VENV:?VENV must be set}
+api_bind=${IAAS_API_BIND:-127.0.0.1:8080}
+flower_port=${IAAS_FLOWER_PORT:-5555}
+log_dir=$run_dir/log
+processes=(api worker beat flower events)
+
+pid_of() { cat "$run_dir/$1.pid" 2>/dev/null || true; }
+alive() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
+
+command_for() {
+    case $1 in
+    api) echo "$venv/bin/gunicorn --bind $api_bind --workers 2 --timeout 30 --access-logfile - api:create_app()" ;;
+    worker) echo "$venv/bin/celery -A worker.celery_app worker --pool threads --hostname worker@%h --loglevel INFO" ;;
+    beat) echo "$venv/bin/celery -A worker.celery_app beat --schedule $run_dir/celerybeat-schedule --loglevel INFO" ;;
+    flower) echo "$venv/bin/celery -A worker.celery_app flower --address=127.0.0.1 --port=$flower_port" ;;
+    events) echo "$venv/bin/iaas-events" ;;
+    esac
+}
+
+port_taken() {  # port_taken HOST:PORT -> 0 when something already listens there
+    (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
+}
+
+start() {
+    local name=$1
+    if alive "$name"; then
+        echo "    $name: already running (pid $(pid_of "$name"))"
+        return
+    fi
+    local -a cmd
+    read -r -a cmd <<<"$(command_for "$name")"
+    # setsid: its own process group, so `down` can stop it with every child it spawned.
+    setsid "${cmd[@]}" >>"$log_dir/$name.log" 2>&1 </dev/null &
+    echo $! >"$run_dir/$name.pid"
+    echo "    $name: started (pid $!, log $log_dir/$name.log)"
+}
+
+stop() {
+    local name=$1 pid deadline
+    pid=$(pid_of "$name")
+    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+        rm -f "$run_dir/$name.pid"
+        return
+    fi
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+    deadline=$((SECONDS + 20))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "    $name: did not stop in 20 s, killing"
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
+    fi
+    rm -f "$run_dir/$name.pid"
+    echo "    $name: stopped"
+}
+
+wait_ready() {
+    local deadline=$((SECONDS + 60))
+    until curl -fsS "http://$api_bind/readyz" >/dev/null 2>&1; do
+        if ! alive api; then
+            echo "the API exited; last lines of $log_dir/api.log:" >&2
+            tail -n 20 "$log_dir/api.log" >&2
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "the API did not become ready in 60 s: curl http://$api_bind/readyz says why" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+case ${1:-} in
+up)
+    mkdir -p "$log_dir"
+    if ! alive api && port_taken "$api_bind"; then
+        echo "$api_bind is already taken by another program (another mini-iaas checkout?);" \
+            "stop it (make down there) or set IAAS_API_BIND" >&2
+        exit 1
+    fi
+    echo "==> starting the mini-iaas processes"
+    for name in "${processes[@]}"; do start "$name"; done
+    wait_ready
+    echo "==> the API answers on http://$api_bind (readyz ok)"
+    ;;
+down)
+    echo "==> stopping the mini-iaas processes"
+    for name in "${processes[@]}"; do stop "$name"; done
+    ;;
+status)
+    for name in "${processes[@]}"; do
+        if alive "$name"; then
+            printf '    %-7s running (pid %s)\n' "$name" "$(pid_of "$name")"
+        else
+            printf '    %-7s stopped\n' "$name"
+        fi
+    done
+    printf '    readyz  %s\n' "$(curl -sS "http://$api_bind/readyz" 2>&1 || true)"
+    ;;
+*)
+    echo "usage: $0 up|down|status" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,26 @@
+"""Small helpers the integration tests share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from tests.conftest import poll
+from tests.invariants import assert_hypervisor_matches_database, owned_domains, owned_volumes
+
+__all__ = ["assert_hypervisor_matches_database", "owned_domains", "owned_volumes", "vm_body", "wait_for_task"]
+
+TERMINAL = ("succeeded", "failed")
+
+
+def vm_body(name: str = "web-1", **overrides: Any) -> dict[str, Any]:
+    return {"name": name, "image": "tiny", "vcpus": 1, "memory_mib": 128, "disk_gib": 1, **overrides}
+
+
+def wait_for_task(client: FlaskClient, location: str, timeout: float = 30) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        task = client.get(location).get_json()
+        return task if task["status"] in TERMINAL else None
+
+    return poll(finished, timeout=timeout, what=f"task {location} to finish")

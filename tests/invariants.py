@@ -1,0 +1,47 @@
+"""The invariant every fault must keep, shared by the test-driver and the qemu tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from common.models import Task, Vm
+
+
+def owned_domains(inventory: dict[str, Any], vm_id: str) -> list[dict[str, Any]]:
+    return [d for d in inventory["domains"] if d["uuid"] == vm_id or d["owner_vm_id"] == vm_id]
+
+
+def owned_volumes(inventory: dict[str, Any], vm_id: str) -> list[str]:
+    return [v for v in inventory["volumes"] if vm_id in v]
+
+
+def assert_nothing_leaked(sessions: Any, inventory: dict[str, Any]) -> dict[str, Any]:
+    """Nothing in libvirt that the database does not own, and no task left unfinished. Returns the
+    VMs by id."""
+    with sessions() as session:
+        vms = {str(vm.id): vm for vm in session.scalars(select(Vm)).all()}
+        unfinished = session.scalars(select(Task.id).where(Task.status.in_(("pending", "running")))).all()
+    assert unfinished == [], f"tasks left unfinished: {unfinished}"
+    live = {vm_id for vm_id, vm in vms.items() if vm.status not in ("deleted",)}
+    for domain in inventory["domains"]:
+        owner = domain["owner_vm_id"]
+        assert owner is None or owner in live, f"leaked domain {domain['name']} (VM {owner} is not live)"
+    for volume in inventory["volumes"]:
+        if volume.startswith("vm-"):
+            assert volume[3:-6] in live, f"leaked volume {volume}"
+    return vms
+
+
+def assert_hypervisor_matches_database(sessions: Any, inventory: dict[str, Any]) -> None:
+    """The invariant every fault must keep: nothing leaked (above), every VM the database calls
+    running has its domain and its disk, and a deleted VM has neither."""
+    vms = assert_nothing_leaked(sessions, inventory)
+    for vm_id, vm in vms.items():
+        has_domain = bool(owned_domains(inventory, vm_id))
+        has_volume = bool(owned_volumes(inventory, vm_id))
+        if vm.status == "running":
+            assert has_domain and has_volume, f"VM {vm.name} is running in the database only"
+        if vm.status == "deleted":
+            assert not has_domain and not has_volume, f"deleted VM {vm.name} left resources"

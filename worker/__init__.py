@@ -1,0 +1,1 @@
+"""The hypervisor side: Celery tasks that run VM sagas against the local libvirt."""

@@ -1,0 +1,290 @@
+"""The one place that talks to libvirt. Teardown is idempotent: "no such domain/volume" is success."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from common.states import PowerState
+from worker import libvirt_xml
+
+log = logging.getLogger(__name__)
+
+_MISSING_DOMAIN = {libvirt.VIR_ERR_NO_DOMAIN}
+_MISSING_VOLUME = {libvirt.VIR_ERR_NO_STORAGE_VOL}
+_NOT_RUNNING = {libvirt.VIR_ERR_OPERATION_INVALID}
+SHUTDOWN_POLL_S = 0.2
+
+
+def _quiet(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; ours are raised as exceptions and handled."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+_event_loop_lock = threading.Lock()
+_event_loop_running = False
+KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 5, 3  # a hung libvirtd counts as gone after ~20 s
+
+
+def ensure_event_loop() -> None:
+    """libvirt's default event loop, in a daemon thread: it delivers domain events, runs keepalive
+    (so a call to a hung libvirtd fails instead of hanging) and notices a closed connection at once
+    (so `isAlive()` tells the truth after a libvirtd restart). Must run before connections open."""
+    global _event_loop_running
+    with _event_loop_lock:
+        if _event_loop_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
+        _event_loop_running = True
+
+
+def _run_event_loop() -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except libvirt.libvirtError:
+            log.exception("libvirt event loop iteration failed")
+
+
+def set_keepalive(conn: libvirt.virConnect) -> None:
+    try:
+        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+    except libvirt.libvirtError as exc:  # local drivers such as test:/// have no keepalive
+        log.debug("no keepalive on %s: %s", conn.getURI(), exc)
+
+
+class HypervisorError(Exception):
+    """A libvirt failure, with the libvirt message and what the operator can do."""
+
+
+def _code(exc: libvirt.libvirtError) -> int:
+    return int(exc.get_error_code() or 0)
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    path: str
+    capacity_bytes: int
+    allocation_bytes: int
+
+
+class Hypervisor:
+    """A long-lived libvirt connection for one worker process (opened lazily, reopened when dead).
+
+    libvirt connections are thread-safe, so the worker's threads share one."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is None or not self._conn.isAlive():
+                ensure_event_loop()
+                try:
+                    self._conn = libvirt.open(self.uri)
+                except libvirt.libvirtError as exc:
+                    raise HypervisorError(
+                        f"cannot connect to libvirt at {self.uri}: {exc}; is libvirtd running (`make up`)?"
+                    ) from exc
+                set_keepalive(self._conn)
+            return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # --- storage ---------------------------------------------------------------------------------
+
+    def ensure_pool(self, name: str, path: str) -> libvirt.virStoragePool:
+        """The directory pool our volumes live in: defined, built, started and autostarted."""
+        try:
+            pool = self.conn.storagePoolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise
+            log.info("defining storage pool %s at %s", name, path)
+            pool = self.conn.storagePoolDefineXML(libvirt_xml.dir_pool_xml(name, path), 0)
+            pool.build(0)
+            pool.setAutostart(1)
+        if not pool.isActive():
+            pool.create(0)
+        return pool
+
+    def find_volume(self, pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if _code(exc) in _MISSING_VOLUME:
+                return None
+            raise
+
+    def volume_info(self, volume: libvirt.virStorageVol) -> VolumeInfo:
+        _kind, capacity, allocation = volume.info()
+        return VolumeInfo(volume.name(), volume.path(), capacity, allocation)
+
+    def create_overlay_volume(
+        self, pool: libvirt.virStoragePool, name: str, capacity_bytes: int, backing_path: str
+    ) -> str:
+        """A qcow2 overlay backed by an image volume. Finding it already there counts as done."""
+        existing = self.find_volume(pool, name)
+        if existing is not None:
+            return str(existing.path())
+        xml = libvirt_xml.overlay_volume_xml(name, capacity_bytes, backing_path, "qcow2")
+        return str(pool.createXML(xml, 0).path())
+
+    def delete_volume(self, pool: libvirt.virStoragePool, name: str) -> bool:
+        """Delete a volume; False when it was already gone."""
+        volume = self.find_volume(pool, name)
+        if volume is None:
+            return False
+        try:
+            volume.delete(0)
+        except libvirt.libvirtError as exc:
+            if _code(exc) in _MISSING_VOLUME:
+                return False
+            raise
+        return True
+
+    # --- domains ---------------------------------------------------------------------------------
+
+    def find_domain(self, domain_uuid: uuid.UUID) -> libvirt.virDomain | None:
+        try:
+            return self.conn.lookupByUUIDString(str(domain_uuid))
+        except libvirt.libvirtError as exc:
+            if _code(exc) in _MISSING_DOMAIN:
+                return None
+            raise
+
+    def define_domain(self, xml: str) -> libvirt.virDomain:
+        # Defining again with the same UUID and name replaces the definition: safe to repeat.
+        return self.conn.defineXML(xml)
+
+    def start_domain(self, domain_uuid: uuid.UUID) -> None:
+        domain = self.find_domain(domain_uuid)
+        if domain is None:
+            raise HypervisorError(f"domain {domain_uuid} is not defined; it cannot be started")
+        if not domain.isActive():
+            domain.create()
+
+    def stop_domain(self, domain_uuid: uuid.UUID) -> bool:
+        """Power off at once (like pulling the plug). False when it was missing or not running."""
+        domain = self.find_domain(domain_uuid)
+        if domain is None or not domain.isActive():
+            return False
+        try:
+            domain.destroy()
+        except libvirt.libvirtError as exc:
+            if _code(exc) in _MISSING_DOMAIN | _NOT_RUNNING:
+                return False
+            raise
+        return True
+
+    def undefine_domain(self, domain_uuid: uuid.UUID) -> bool:
+        """Stop if needed, then remove the definition. False when it was already gone."""
+        self.stop_domain(domain_uuid)
+        domain = self.find_domain(domain_uuid)
+        if domain is None:
+            return False
+        # Also drop a managed-save image and snapshot metadata, or undefine refuses. (No NVRAM flag:
+        # our domains boot with BIOS, and the test driver rejects it.)
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        try:
+            domain.undefineFlags(flags)
+        except libvirt.libvirtError as exc:
+            if _code(exc) in _MISSING_DOMAIN:
+                return False
+            raise
+        return True
+
+    def shutdown_domain(self, domain_uuid: uuid.UUID, timeout_s: float, force: bool = False) -> str:
+        """Graceful power-off (ACPI power button), forced once `timeout_s` passes or when `force`.
+        Returns how it went: "already_off", "graceful" or "forced"."""
+        domain = self.find_domain(domain_uuid)
+        if domain is None or not domain.isActive():
+            return "already_off"
+        if not force:
+            try:
+                domain.shutdown()
+            except libvirt.libvirtError as exc:
+                if _code(exc) not in _NOT_RUNNING:
+                    raise
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if not domain.isActive():
+                    return "graceful"
+                time.sleep(SHUTDOWN_POLL_S)  # the guest takes its time; libvirt has no blocking wait
+            log.info("domain %s ignored the power button for %.0f s; forcing it off", domain_uuid, timeout_s)
+        self.stop_domain(domain_uuid)
+        return "forced"
+
+    def reboot_domain(self, domain_uuid: uuid.UUID, force: bool = False) -> None:
+        """Graceful reboot (ACPI: libvirt restarts the guest when it powers off), or a hard reset."""
+        domain = self.find_domain(domain_uuid)
+        if domain is None or not domain.isActive():
+            raise HypervisorError(f"domain {domain_uuid} is not running; it cannot be rebooted")
+        if force:
+            domain.reset(0)
+        else:
+            domain.reboot(0)
+
+    def power_state(self, domain_uuid: uuid.UUID) -> PowerState:
+        domain = self.find_domain(domain_uuid)
+        return PowerState.UNKNOWN if domain is None else power_state_of(*domain.state())
+
+    def inventory(self, pool_name: str) -> dict[str, Any]:
+        """Every domain and every volume of our pool, each from one listing call."""
+        domains = [
+            {
+                "name": domain.name(),
+                "uuid": domain.UUIDString(),
+                "active": bool(domain.isActive()),
+                "owner_vm_id": _owner(domain),
+            }
+            for domain in self.conn.listAllDomains(0)
+        ]
+        try:
+            pool = self.conn.storagePoolLookupByName(pool_name)
+            volumes = sorted(volume.name() for volume in pool.listAllVolumes(0))
+        except libvirt.libvirtError as exc:
+            if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise
+            volumes = []
+        return {"domains": domains, "volumes": volumes}
+
+
+_POWER_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,  # running, waiting on I/O
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,  # shutting down: still running until it is off
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+}
+
+
+def power_state_of(libvirt_state: int, reason: int = -1) -> PowerState:
+    """libvirt's domain state (virDomainState, with its reason) in our vocabulary. A stop caused by a
+    guest crash says `crashed`: what a user wants to see rather than a plain `shutoff`."""
+    if libvirt_state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
+        return PowerState.CRASHED
+    return _POWER_STATES.get(libvirt_state, PowerState.UNKNOWN)
+
+
+def _owner(domain: libvirt.virDomain) -> str | None:
+    vm_id = libvirt_xml.owner_vm_id(domain.XMLDesc(0))
+    return str(vm_id) if vm_id else None

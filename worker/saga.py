@@ -1,0 +1,204 @@
+"""A saga: ordered steps, each with `do` and `undo`, journaled in `task_steps`.
+
+The journal row is written before a step acts (with what its undo needs) and again when it ends, so
+a client polling the task sees progress and a later run of the same task knows where the last one
+stopped. A run resumes forward (steps already `succeeded` are skipped; one left `running` by a dead
+worker runs again: every step is idempotent), or, if the last run was compensating, finishes the
+compensation. On failure the steps that ran -- the failing one too, since it may have half-acted --
+are undone in reverse. An undo of something that never happened does nothing; a failing undo is
+retried with backoff, recorded, and never hides the original error."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from tenacity import Retrying, stop_after_attempt, wait_exponential
+
+from common.states import StepStatus
+from worker.failpoints import Failpoints
+
+log = logging.getLogger(__name__)
+
+Ctx = TypeVar("Ctx")
+
+UNDO_ATTEMPTS = 3
+UNDO_BACKOFF_S = 0.5
+# A step row in one of these states means a run was compensating when it stopped.
+COMPENSATING = (StepStatus.FAILED, StepStatus.UNDOING, StepStatus.UNDONE, StepStatus.UNDO_FAILED)
+
+
+@dataclass(frozen=True)
+class Step(Generic[Ctx]):
+    name: str
+    do: Callable[[Ctx], object]
+    undo: Callable[[Ctx], object] | None = None
+    # What the undo will need, known before the step acts because names are deterministic.
+    undo_data: Callable[[Ctx], dict[str, Any]] = field(default=lambda _ctx: {})
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    id: int
+    seq: int
+    name: str
+    status: StepStatus
+    error: str | None
+
+
+class Journal(Protocol):
+    def load(self) -> dict[int, StepRecord]: ...
+    def started(self, seq: int, name: str, undo_data: dict[str, Any], existing: StepRecord | None) -> int: ...
+    def mark(self, step_id: int, status: StepStatus, **fields: Any) -> None: ...
+
+
+class LeaseLost(Exception):
+    """Another run owns the task now: stop at once, touch nothing more."""
+
+
+class StepTimeout(Exception):
+    pass
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+class SagaFailed(Exception):
+    def __init__(self, step: str, cause: BaseException | str, undo_failures: list[str]) -> None:
+        super().__init__(f"step {step} failed: {cause}")
+        self.step = step
+        self.cause = cause
+        self.undo_failures = undo_failures
+
+    def as_error(self) -> dict[str, Any]:
+        cause = self.cause if isinstance(self.cause, str) else f"{type(self.cause).__name__}: {self.cause}"
+        return {
+            "code": "step_failed",
+            "message": f"Step {self.step!r} failed: {cause}",
+            "details": {
+                "step": self.step,
+                "cause": cause,
+                "compensated": not self.undo_failures,
+                "undo_failures": self.undo_failures,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class SagaRun(Generic[Ctx]):
+    """One run of a saga for one task."""
+
+    name: str
+    steps: Sequence[Step[Ctx]]
+    ctx: Ctx
+    journal: Journal
+    failpoints: Failpoints
+    task_id: Any = None
+    deadline: datetime | None = None
+    step_timeout_s: float = 120.0
+    # Set when the task must not go forward any more (too many attempts): only compensate.
+    abandon_reason: str | None = None
+
+    def run(self) -> None:
+        history = self.journal.load()
+        executed = [(r.id, self.steps[r.seq]) for r in sorted(history.values(), key=lambda r: r.seq)]
+        failed = next((r for r in history.values() if r.status == StepStatus.FAILED), None)
+        if failed is not None or any(r.status in COMPENSATING for r in history.values()):
+            cause = failed.error if failed and failed.error else "the previous run died while compensating"
+            failed_step = failed.name if failed else "(compensation)"
+            raise SagaFailed(failed_step, cause, self._compensate(executed, history))
+        if self.abandon_reason is not None:
+            raise SagaFailed("(abandoned)", self.abandon_reason, self._compensate(executed, history))
+
+        done: list[tuple[int, Step[Ctx]]] = []
+        for seq, step in enumerate(self.steps):
+            record = history.get(seq)
+            if record is not None and record.status == StepStatus.SUCCEEDED:
+                done.append((record.id, step))  # done by an earlier run
+                continue
+            step_id = self.journal.started(seq, step.name, step.undo_data(self.ctx), record)
+            done.append((step_id, step))
+            try:
+                self._check_deadline()
+                self.failpoints.hit(f"{self.name}.{step.name}", self.task_id)
+                bounded(step.do, self.ctx, self._timeout(), f"{self.name}.{step.name}")
+                self.failpoints.hit(f"{self.name}.{step.name}.done", self.task_id)
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                log.warning("saga %s: step %s failed: %s", self.name, step.name, _short(exc))
+                self.journal.mark(step_id, StepStatus.FAILED, error=_short(exc))
+                raise SagaFailed(step.name, exc, self._compensate(done, history)) from exc
+            self.journal.mark(step_id, StepStatus.SUCCEEDED)
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and datetime.now(UTC) >= self.deadline:
+            raise DeadlineExceeded(f"the task's deadline {self.deadline.isoformat()} has passed")
+
+    def _timeout(self) -> float:
+        if self.deadline is None:
+            return self.step_timeout_s
+        left = (self.deadline - datetime.now(UTC)).total_seconds()
+        return max(0.1, min(self.step_timeout_s, left))
+
+    def _compensate(self, ran: list[tuple[int, Step[Ctx]]], history: dict[int, StepRecord]) -> list[str]:
+        """Undo in reverse what ran and is not undone yet. Returns the steps whose undo failed."""
+        undone = {r.id for r in history.values() if r.status == StepStatus.UNDONE}
+        failures: list[str] = []
+        for step_id, step in reversed(ran):
+            if step.undo is None or step_id in undone:
+                continue
+            self.journal.mark(step_id, StepStatus.UNDOING)
+            error = _undo_with_retries(step, self.ctx, self.step_timeout_s, f"{self.name}.{step.name}.undo")
+            if error is None:
+                self.journal.mark(step_id, StepStatus.UNDONE)
+            else:
+                self.journal.mark(step_id, StepStatus.UNDO_FAILED, undo_error=error)
+                failures.append(step.name)
+        return failures
+
+
+def bounded(fn: Callable[[Any], object], ctx: Any, timeout: float, what: str) -> None:
+    """Run fn(ctx) for at most `timeout` seconds. A call that hangs (a wedged libvirtd) is left behind
+    in its daemon thread; the saga moves on and compensates."""
+    outcome: list[BaseException] = []
+    finished = threading.Event()
+
+    def target() -> None:
+        try:
+            fn(ctx)
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, name=what, daemon=True).start()
+    if not finished.wait(timeout):
+        raise StepTimeout(f"{what} did not finish within {timeout:.1f} s")
+    if outcome:
+        raise outcome[0]
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _undo_with_retries(step: Step[Any], ctx: Any, timeout: float, what: str) -> str | None:
+    undo = step.undo
+    assert undo is not None
+    retrying = Retrying(
+        stop=stop_after_attempt(UNDO_ATTEMPTS), wait=wait_exponential(multiplier=UNDO_BACKOFF_S), reraise=True
+    )
+    try:
+        retrying(bounded, undo, ctx, timeout, what)
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        log.warning("undo of %s failed after %d attempts: %s", step.name, UNDO_ATTEMPTS, _short(exc))
+        return _short(exc)
+    return None

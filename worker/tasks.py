@@ -1,0 +1,53 @@
+"""Celery tasks. Thin on purpose: they take ids and hand over to the task runner."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery import current_app, shared_task
+
+from common import sweeps
+from common.queue import SWEEP, TASK_NAMES
+from common.states import TaskKind
+from worker import runtime
+from worker.power_sagas import REBOOT_STEPS, START_STEPS, STOP_STEPS
+from worker.task_runner import run_reconcile_task, run_vm_task
+from worker.vm_sagas import CREATE_STEPS, DESTROY_STEPS
+
+
+@shared_task(name=TASK_NAMES[TaskKind.CREATE_VM])
+def create_vm(task_id: str) -> None:
+    run_vm_task(uuid.UUID(task_id), TaskKind.CREATE_VM, CREATE_STEPS)
+
+
+@shared_task(name=TASK_NAMES[TaskKind.DESTROY_VM])
+def destroy_vm(task_id: str) -> None:
+    run_vm_task(uuid.UUID(task_id), TaskKind.DESTROY_VM, DESTROY_STEPS)
+
+
+@shared_task(name=TASK_NAMES[TaskKind.START_VM])
+def start_vm(task_id: str) -> None:
+    run_vm_task(uuid.UUID(task_id), TaskKind.START_VM, START_STEPS)
+
+
+@shared_task(name=TASK_NAMES[TaskKind.STOP_VM])
+def stop_vm(task_id: str) -> None:
+    run_vm_task(uuid.UUID(task_id), TaskKind.STOP_VM, STOP_STEPS)
+
+
+@shared_task(name=TASK_NAMES[TaskKind.REBOOT_VM])
+def reboot_vm(task_id: str) -> None:
+    run_vm_task(uuid.UUID(task_id), TaskKind.REBOOT_VM, REBOOT_STEPS)
+
+
+@shared_task(name=TASK_NAMES[TaskKind.RECONCILE])
+def reconcile(task_id: str | None = None) -> None:
+    """Compare this host's libvirt with the database and repair as configured."""
+    run_reconcile_task(uuid.UUID(task_id) if task_id else None)
+
+
+@shared_task(name=SWEEP)
+def sweep() -> dict[str, Any]:
+    """Lease recovery, outbox re-send and key expiry, for every host."""
+    return sweeps.sweep(current_app, runtime.sessions(), runtime.settings())
