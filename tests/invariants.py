@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import select
 
 from common.models import Task, Vm
+
+# A scheduled reconcile (beat keeps running between the test's own tasks) may still be running, or
+# be recovering from the worker the test killed, when the test's task finishes; it is bounded too.
+SETTLE_TIMEOUT_S = 60
 
 
 def owned_domains(inventory: dict[str, Any], vm_id: str) -> list[dict[str, Any]]:
@@ -17,13 +22,28 @@ def owned_volumes(inventory: dict[str, Any], vm_id: str) -> list[str]:
     return [v for v in inventory["volumes"] if vm_id in v]
 
 
+def unfinished_tasks(sessions: Any) -> list[tuple[str, str, str]]:
+    with sessions() as session:
+        rows = session.execute(
+            select(Task.id, Task.kind, Task.status).where(Task.status.in_(("pending", "running")))
+        ).all()
+    return [(str(task_id), str(kind), str(status)) for task_id, kind, status in rows]
+
+
+def wait_for_every_task_to_finish(sessions: Any, timeout: float = SETTLE_TIMEOUT_S) -> None:
+    """Every task reaches `succeeded` or `failed` within `timeout`; fails naming those that did not."""
+    deadline = time.monotonic() + timeout
+    while unfinished := unfinished_tasks(sessions):
+        assert time.monotonic() < deadline, f"tasks left unfinished after {timeout} s: {unfinished}"
+        time.sleep(0.1)  # the pause between polls, not a synchronisation point
+
+
 def assert_nothing_leaked(sessions: Any, inventory: dict[str, Any]) -> dict[str, Any]:
-    """Nothing in libvirt that the database does not own, and no task left unfinished. Returns the
+    """No task left unfinished, and nothing in libvirt that the database does not own. Returns the
     VMs by id."""
+    wait_for_every_task_to_finish(sessions)
     with sessions() as session:
         vms = {str(vm.id): vm for vm in session.scalars(select(Vm)).all()}
-        unfinished = session.scalars(select(Task.id).where(Task.status.in_(("pending", "running")))).all()
-    assert unfinished == [], f"tasks left unfinished: {unfinished}"
     live = {vm_id for vm_id, vm in vms.items() if vm.status not in ("deleted",)}
     for domain in inventory["domains"]:
         owner = domain["owner_vm_id"]

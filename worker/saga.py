@@ -25,6 +25,7 @@ from worker.failpoints import Failpoints
 log = logging.getLogger(__name__)
 
 Ctx = TypeVar("Ctx")
+R = TypeVar("R")
 
 UNDO_ATTEMPTS = 3
 UNDO_BACKOFF_S = 0.5
@@ -163,15 +164,16 @@ class SagaRun(Generic[Ctx]):
         return failures
 
 
-def bounded(fn: Callable[[Any], object], ctx: Any, timeout: float, what: str) -> None:
-    """Run fn(ctx) for at most `timeout` seconds. A call that hangs (a wedged libvirtd) is left behind
-    in its daemon thread; the saga moves on and compensates."""
+def call_bounded(fn: Callable[[], R], timeout: float, what: str) -> R:
+    """Return fn() if it finishes within `timeout` seconds, else raise StepTimeout. A call that hangs
+    (a wedged libvirtd) is left behind in its daemon thread; the caller moves on."""
+    result: list[R] = []
     outcome: list[BaseException] = []
     finished = threading.Event()
 
     def target() -> None:
         try:
-            fn(ctx)
+            result.append(fn())
         except BaseException as exc:
             outcome.append(exc)
         finally:
@@ -182,6 +184,12 @@ def bounded(fn: Callable[[Any], object], ctx: Any, timeout: float, what: str) ->
         raise StepTimeout(f"{what} did not finish within {timeout:.1f} s")
     if outcome:
         raise outcome[0]
+    return result[0]
+
+
+def bounded(fn: Callable[[Any], object], ctx: Any, timeout: float, what: str) -> None:
+    """Run fn(ctx) for at most `timeout` seconds; the saga moves on and compensates after that."""
+    call_bounded(lambda: fn(ctx), timeout, what)
 
 
 def _short(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from common.models import Task, Vm
 from common.states import TaskStatus
 from worker import runtime
 from worker.journal import DbJournal
-from worker.saga import LeaseLost, SagaFailed, SagaRun, Step
+from worker.saga import LeaseLost, SagaFailed, SagaRun, Step, StepTimeout, call_bounded
 from worker.vm_sagas import VmContext
 
 log = logging.getLogger(__name__)
@@ -182,9 +182,25 @@ def run_reconcile_task(task_id: uuid.UUID | None) -> None:
     if claimed is None:
         log.info("reconcile task %s is not pending; nothing to do", task_id)
         return
+    # Bounded by the task's deadline: a wedged libvirtd must not keep the run (and its heartbeat,
+    # which would hide it from the sweep) alive for ever.
+    budget = max((claimed.deadline - datetime.now(UTC)).total_seconds(), 1.0)
     try:
         with heartbeat(sessions, settings, claimed):
-            result = reconcile_host(runtime.hypervisor(), sessions, runtime.engine(), settings, task_id)
+            result = call_bounded(
+                lambda: reconcile_host(runtime.hypervisor(), sessions, runtime.engine(), settings, task_id),
+                budget,
+                f"reconciliation of host {settings.host}",
+            )
+    except StepTimeout as exc:
+        log.error("reconcile task %s: %s", task_id, exc)
+        error = {
+            "code": "reconcile_timeout",
+            "message": f"{exc}: libvirtd did not answer in time. Check that `virsh -c "
+            f"{settings.libvirt_uri} list --all` answers; the next scheduled run tries again.",
+            "details": {"timeout_s": round(budget, 1)},
+        }
+        finish(sessions, settings, claimed, TaskStatus.FAILED, error=error)
     except Exception as exc:
         log.exception("reconcile task %s failed", task_id)
         error = {"code": "reconcile_failed", "message": f"{type(exc).__name__}: {exc}", "details": {}}

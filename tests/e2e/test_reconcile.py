@@ -1,12 +1,16 @@
 """Reconciliation against qemu:///system: out-of-band virsh changes are each found by the next run and
-handled by their configured action; a foreign domain is never touched; two runs at once act once."""
+handled by their configured action; a foreign domain is never touched; two runs at once act once; a
+wedged libvirtd fails a run at its deadline instead of holding it for ever."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ from worker import libvirt_xml
 HOST = "recon"
 POOL = "mini-iaas-recon"
 POOL_PATH = "/var/lib/mini-iaas/recon-pool"
+LIBVIRTD_PID_FILE = Path("/run/libvirtd.pid")  # written by `libvirtd -d` (scripts/start-services.sh)
 REPAIR = "ghost_domain=reap,missing_domain=mark_error,power_drift=fix,orphan_volume=reap,stuck_task=fail"
 
 
@@ -36,11 +41,11 @@ def domain_exists(ref: str) -> bool:
     )
 
 
-def settings_for(tmp: Path, database: str, actions: str) -> Settings:
+def settings_for(tmp: Path, database: str, actions: str, **overrides: Any) -> Settings:
     return Settings(
         database_url=database, broker_url=TEST_BROKER, libvirt_uri=URI, domain_type="qemu",
         storage_pool=POOL, storage_pool_path=POOL_PATH, console_log_dir=str(tmp), host=HOST,
-        reconcile_actions=actions, sweep_interval_s=0.5, reconcile_interval_s=3600,
+        reconcile_actions=actions, sweep_interval_s=0.5, reconcile_interval_s=3600, **overrides,
     )  # fmt: skip
 
 
@@ -73,10 +78,13 @@ class Stack:
         assert self.wait(response.headers["Location"])["status"] == "succeeded"
         return str(response.get_json()["vm"]["id"])
 
-    def reconcile(self) -> dict[str, Any]:
+    def request_reconcile(self) -> str:
         response = self.client.post("/v1/actions/reconcile", json={"host": HOST})
         assert response.status_code == 202 and response.get_json()["task"]["kind"] == "reconcile"
-        task = self.wait(response.headers["Location"])
+        return str(response.headers["Location"])
+
+    def reconcile(self) -> dict[str, Any]:
+        task = self.wait(self.request_reconcile())
         assert task["status"] == "succeeded", task["error"]
         return task["result"]  # type: ignore[no-any-return]
 
@@ -103,8 +111,8 @@ def stacks(sessions: Any, tmp_path: Path, database: str, image: str) -> Iterator
     purge(sessions)
     made: dict[str, Stack] = {}
 
-    def make(actions: str) -> Stack:
-        made[actions] = Stack(settings_for(tmp_path, database, actions), tmp_path)
+    def make(actions: str, **overrides: Any) -> Stack:
+        made[actions] = Stack(settings_for(tmp_path, database, actions, **overrides), tmp_path)
         return made[actions]
 
     yield make  # type: ignore[misc]
@@ -217,3 +225,32 @@ def test_two_runs_at_once_act_once(stacks: Any, sessions: Any, image: str) -> No
     results = [stack.wait(location)["result"] for location in locations]
     reaped = [f for r in results for f in r.get("findings", []) if f.get("outcome") == "reaped"]
     assert len(reaped) == 1  # whichever ran first reaped it; the other skipped or found it gone
+
+
+@contextmanager
+def libvirtd_frozen() -> Iterator[None]:
+    """libvirtd alive but answering nothing (SIGSTOP): the hang a deadline exists for."""
+    pid = int(LIBVIRTD_PID_FILE.read_text().strip())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_wedged_libvirtd_fails_the_run_at_its_deadline(stacks: Any) -> None:
+    stack = stacks("", task_deadline_s=10)
+    stack.reconcile()  # the worker holds a working connection before libvirtd stops answering
+
+    with libvirtd_frozen():
+        task = stack.wait(stack.request_reconcile())
+
+    assert task["status"] == "failed"
+    assert task["error"]["code"] == "reconcile_timeout"
+    assert f"virsh -c {URI} list --all" in task["error"]["message"]  # says what to check next
+
+    def a_full_run() -> dict[str, Any] | None:  # the abandoned call returns and frees the host lock
+        result = stack.reconcile()
+        return None if "skipped" in result else result
+
+    assert "checked" in poll(a_full_run, timeout=60, interval=0.5, what="a full run after libvirtd answers")

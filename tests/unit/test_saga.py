@@ -11,7 +11,7 @@ import pytest
 from common.states import StepStatus
 from worker import failpoints, saga
 from worker.failpoints import Failpoints
-from worker.saga import DeadlineExceeded, SagaFailed, SagaRun, Step, StepRecord, StepTimeout
+from worker.saga import DeadlineExceeded, SagaFailed, SagaRun, Step, StepRecord, StepTimeout, call_bounded
 
 NO_FAILPOINTS = Failpoints({})
 
@@ -189,3 +189,22 @@ def test_a_step_that_hangs_is_cut_off_by_its_timeout() -> None:
         release.set()
     assert isinstance(failed.value.cause, StepTimeout)
     assert log == ["do a", "undo a"]
+
+
+def test_a_bounded_call_returns_its_value_or_raises_its_error() -> None:
+    assert call_bounded(lambda: 42, 5, "answer") == 42
+
+    def broken() -> None:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        call_bounded(broken, 5, "broken")
+
+
+def test_a_bounded_call_that_hangs_is_left_behind() -> None:
+    release = threading.Event()
+    try:
+        with pytest.raises(StepTimeout, match=r"listing did not finish within 0\.2 s"):
+            call_bounded(lambda: release.wait(30), 0.2, "listing")
+    finally:
+        release.set()
