@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -61,6 +61,8 @@ def request_create(session: Session, body: VmCreate) -> tuple[Vm, Task]:
 
 def request_destroy(session: Session, vm_id: uuid.UUID) -> tuple[Vm, Task]:
     vm = get_live_vm(session, vm_id)
+    if vm.status == VmStatus.PENDING:
+        return _cancel_unstarted_create(session, vm)
     moved = session.execute(
         update(Vm)
         .where(Vm.id == vm_id, Vm.status.in_(DELETABLE_VM_STATUSES))
@@ -73,6 +75,51 @@ def request_destroy(session: Session, vm_id: uuid.UUID) -> tuple[Vm, Task]:
     session.add(task)
     _flush_or_conflict(session, vm.name)
     session.refresh(vm)
+    return vm, task
+
+
+def _cancel_unstarted_create(session: Session, vm: Vm) -> tuple[Vm, Task]:
+    """DELETE of a VM whose create no worker has started yet (its host has no worker, or the queue is
+    long): nothing exists on the hypervisor, so the create is cancelled and the delete is done at once.
+    The cancel is a compare-and-set against the worker's claim (both need `pending`, and a claim
+    counts an attempt): whichever commits first wins, and a started create answers 409 `vm_busy`."""
+    destroy_id = uuid.uuid4()
+    cancelled = session.scalar(
+        update(Task)
+        .where(
+            Task.vm_id == vm.id,
+            Task.kind == TaskKind.CREATE_VM,
+            Task.status == TaskStatus.PENDING,
+            Task.attempts == 0,
+        )
+        .values(
+            status=TaskStatus.FAILED,
+            finished_at=func.now(),
+            error={
+                "code": "cancelled",
+                "message": f"Cancelled by DELETE /v1/vms/{vm.id} before a worker started it; "
+                "nothing was created on the hypervisor.",
+                "details": {"destroy_task_id": str(destroy_id)},
+            },
+        )
+        .returning(Task.id)
+    )
+    gone = session.execute(
+        update(Vm)
+        .where(Vm.id == vm.id, Vm.status == VmStatus.PENDING)
+        .values(status=VmStatus.DELETED, deleted_at=func.now())
+        .returning(Vm.id)
+    ).first()
+    if cancelled is None or gone is None:  # the request's transaction is rolled back with the error
+        _raise_busy_or_invalid(session, vm)
+    task = _new_task(TaskKind.DESTROY_VM, vm, {})
+    task.id, task.status = destroy_id, TaskStatus.SUCCEEDED
+    task.started_at = task.finished_at = func.now()  # SQL: the database clock, as everywhere
+    task.result = {"vm_id": str(vm.id), "cancelled_task_id": str(cancelled)}
+    session.add(task)
+    session.flush()
+    session.refresh(vm)
+    session.refresh(task)
     return vm, task
 
 

@@ -19,7 +19,7 @@ from api.views.body import json_object
 from api.vm_requests import get_live_vm, request_create, request_destroy, request_power
 from common.dispatch import publish_and_mark
 from common.models import Task, Vm
-from common.states import TaskKind, VmStatus
+from common.states import TaskKind, TaskStatus, VmStatus
 
 bp = Blueprint("vms", __name__, url_prefix="/v1/vms")
 
@@ -48,7 +48,8 @@ def _accept(work: Callable[[], tuple[Vm, Task]], body: dict[str, Any] | None) ->
         record_answer(session, key, 202, answer, task.id)
     session.commit()
     rt = runtime()
-    if publish_and_mark(rt.celery, rt.sessions, task):
+    # A delete that cancelled a create no worker had started is finished already: nothing to queue.
+    if task.status == TaskStatus.PENDING and publish_and_mark(rt.celery, rt.sessions, task):
         session.refresh(task)
         answer["task"] = task_json(task)
         if key is not None:  # a replay shows what this first answer shows

@@ -9,9 +9,11 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
+from common.config import Settings
 from common.db import transaction
 from common.models import Image, Task, TaskStep, Vm
 from tests.integration.helpers import vm_body
+from worker.task_runner import claim
 
 
 def row_counts(sessions: Any) -> tuple[int, int, int]:
@@ -128,10 +130,41 @@ def test_a_live_vms_name_is_409(client: FlaskClient, sessions: Any) -> None:
     assert row_counts(sessions) == (1, 1, 0)
 
 
-def test_delete_while_the_create_runs_is_409_vm_busy(client: FlaskClient, sessions: Any) -> None:
-    vm = client.post("/v1/vms", json=vm_body()).get_json()["vm"]
-    assert_error(client.delete(f"/v1/vms/{vm['id']}"), 409, "vm_busy")
-    assert client.get(f"/v1/vms/{vm['id']}").get_json()["status"] == "pending"
+def test_delete_before_any_worker_started_the_create_cancels_it(
+    client: FlaskClient, sessions: Any, settings: Settings
+) -> None:
+    created = client.post("/v1/vms", json=vm_body("early")).get_json()
+    vm_id = created["vm"]["id"]
+
+    response = client.delete(f"/v1/vms/{vm_id}")
+
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["vm"]["status"] == "deleted"
+    assert body["task"]["kind"] == "destroy_vm" and body["task"]["status"] == "succeeded"
+    assert body["task"]["result"] == {"vm_id": vm_id, "cancelled_task_id": created["task"]["id"]}
+    assert body["task"]["queued_at"] is None  # finished already: nothing sent to a worker
+    assert response.headers["Location"] == f"/v1/tasks/{body['task']['id']}"
+    create = client.get(f"/v1/tasks/{created['task']['id']}").get_json()
+    assert create["status"] == "failed" and create["error"]["code"] == "cancelled"
+    assert create["error"]["details"] == {"destroy_task_id": body["task"]["id"]}
+    assert_error(client.get(f"/v1/vms/{vm_id}"), 404, "not_found")
+    assert client.post("/v1/vms", json=vm_body("early")).status_code == 202  # the name is free again
+    # The create's message is still in its queue: a worker that takes it later finds nothing to claim.
+    assert claim(sessions, settings, uuid.UUID(created["task"]["id"])) is None
+
+
+def test_delete_once_a_worker_started_the_create_is_409_vm_busy(client: FlaskClient, sessions: Any) -> None:
+    created = client.post("/v1/vms", json=vm_body()).get_json()
+    with transaction(sessions) as session:  # what a worker's claim does to the row
+        session.execute(
+            update(Task)
+            .where(Task.id == uuid.UUID(created["task"]["id"]))
+            .values(status="running", attempts=Task.attempts + 1)
+        )
+    error = assert_error(client.delete(f"/v1/vms/{created['vm']['id']}"), 409, "vm_busy")
+    assert error["details"] == {"task_id": created["task"]["id"]}
+    assert client.get(f"/v1/vms/{created['vm']['id']}").get_json()["status"] == "pending"
     assert row_counts(sessions) == (1, 1, 0)
 
 
