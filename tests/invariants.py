@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from sqlalchemy import select
 
 from common.models import Task, Vm
+from tests.conftest import poll
 
 # A scheduled reconcile (beat keeps running between the test's own tasks) may still be running, or
 # be recovering from the worker the test killed, when the test's task finishes; it is bounded too.
@@ -32,10 +32,10 @@ def unfinished_tasks(sessions: Any) -> list[tuple[str, str, str]]:
 
 def wait_for_every_task_to_finish(sessions: Any, timeout: float = SETTLE_TIMEOUT_S) -> None:
     """Every task reaches `succeeded` or `failed` within `timeout`; fails naming those that did not."""
-    deadline = time.monotonic() + timeout
-    while unfinished := unfinished_tasks(sessions):
-        assert time.monotonic() < deadline, f"tasks left unfinished after {timeout} s: {unfinished}"
-        time.sleep(0.1)  # the pause between polls, not a synchronisation point
+    try:
+        poll(lambda: None if unfinished_tasks(sessions) else True, timeout=timeout, what="every task")
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}; unfinished: {unfinished_tasks(sessions)}") from None
 
 
 def assert_nothing_leaked(sessions: Any, inventory: dict[str, Any]) -> dict[str, Any]:
