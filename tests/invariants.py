@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from common.models import Task, Vm
+from common.states import ACTIVE_TASK_STATUSES
 from tests.conftest import poll
 
 # A scheduled reconcile (beat keeps running between the test's own tasks) may still be running, or
@@ -25,7 +26,7 @@ def owned_volumes(inventory: dict[str, Any], vm_id: str) -> list[str]:
 def unfinished_tasks(sessions: Any) -> list[tuple[str, str, str]]:
     with sessions() as session:
         rows = session.execute(
-            select(Task.id, Task.kind, Task.status).where(Task.status.in_(("pending", "running")))
+            select(Task.id, Task.kind, Task.status).where(Task.status.in_(ACTIVE_TASK_STATUSES))
         ).all()
     return [(str(task_id), str(kind), str(status)) for task_id, kind, status in rows]
 
