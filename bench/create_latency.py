@@ -17,8 +17,8 @@ import libvirt
 import requests
 
 from common.config import Settings
-from worker import libvirt_xml
-from worker.hypervisor import Hypervisor
+from worker.hypervisor import domain_xml as libvirt_xml
+from worker.hypervisor.connection import Hypervisor
 
 GIB = 1024**3
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def make_engine(database_url: str) -> Engine:
@@ -22,6 +24,20 @@ def make_engine(database_url: str) -> Engine:
         pool_size=5,
         max_overflow=5,
         connect_args={"connect_timeout": 3},
+    )
+
+
+def make_hint_engine(database_url: str) -> Engine:
+    """Autocommit with asynchronous commit, for writes that are hints, not facts: one round trip and
+    no wait for the WAL flush. A crash of PostgreSQL may lose the last few; whatever reads them must
+    tolerate that (the outbox's `queued_at`: a lost mark means one harmless duplicate message)."""
+    return create_engine(
+        database_url,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=3,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 3, "options": "-c synchronous_commit=off"},
     )
 
 
@@ -52,3 +68,14 @@ def db_retrying(seconds: float) -> Retrying:
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )
+
+
+def in_transaction(factory: sessionmaker[Session], retry_s: float, work: Callable[[Session], T]) -> T:
+    """Run `work(session)` in one transaction, retried as a whole through a database outage of up
+    to `retry_s` seconds (each retry is a fresh transaction, so `work` must read what it needs)."""
+
+    def unit() -> T:
+        with transaction(factory) as session:
+            return work(session)
+
+    return db_retrying(retry_s)(unit)

@@ -19,11 +19,13 @@ from api import create_app
 from common.config import Settings
 from common.db import transaction
 from common.models import Failpoint, Task
-from tests.conftest import RECOVERY_TIMES, TEST_BROKER, poll
 from tests.e2e.qemu import URI, import_blank_image, virsh
-from tests.invariants import assert_hypervisor_matches_database, owned_domains, owned_volumes
-from tests.processes import BeatProcess, WorkerProcess, kill, start_beat, start_worker
-from worker.vm_sagas import CREATE_STEPS, DESTROY_STEPS
+from tests.support.environment import RECOVERY_TIMES, TEST_BROKER
+from tests.support.invariants import assert_hypervisor_matches_database, owned_domains, owned_volumes
+from tests.support.polling import poll
+from tests.support.processes import BeatProcess, WorkerProcess, kill, start_beat, start_worker
+from worker.sagas.create import CREATE_STEPS
+from worker.sagas.destroy import DESTROY_STEPS
 
 HOST = "crash"
 POOL = "mini-iaas-crash"

@@ -16,11 +16,10 @@ from sqlalchemy import func, select, update
 from common.db import transaction
 from common.models import IdempotencyKey, Task, Vm
 from common.queue import TASK_NAMES, host_queue, make_celery
-from tests.conftest import poll
-from tests.integration.conftest import WorkerProcess
 from tests.integration.helpers import owned_domains, vm_body, wait_for_task
-from tests.processes import start_worker
-from worker.vm_sagas import CREATE_STEPS
+from tests.support.polling import poll
+from tests.support.processes import WorkerProcess, start_worker
+from worker.sagas.create import CREATE_STEPS
 
 
 def count(sessions: Any, model: Any) -> int:
