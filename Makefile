@@ -90,5 +90,9 @@ lint: venv ## Run ruff and mypy
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 
+.PHONY: docs
+docs: venv ## Regenerate docs/configuration.md from the settings' descriptions in common/config.py
+	@$(VENV)/bin/python -m common.config_reference
+
 clean: down ## Stop the stack and remove the run folder and the venv (the database stays)
 	rm -rf $(RUN_DIR) $(VENV)
