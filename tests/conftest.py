@@ -23,6 +23,7 @@ from tests.support.environment import (
     INJECTED,
     RECOVERY_TIMES,
     ROOT,
+    TAKEOVER_TIMES,
     TEST_BROKER,
     TEST_DATABASE_URL,
     TEST_DB,
@@ -47,6 +48,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"recovery after SIGKILL of the worker (fresh worker started -> task finished): "
             f"n={len(RECOVERY_TIMES)}, median {statistics.median(RECOVERY_TIMES):.2f} s, "
             f"max {max(RECOVERY_TIMES):.2f} s"
+        )
+    if TAKEOVER_TIMES:
+        terminalreporter.write_line(
+            "takeover by a restarted worker, 30 s lease (fresh worker started -> task finished): "
+            + ", ".join(f"{seconds:.2f} s" for seconds in TAKEOVER_TIMES)
         )
     if EVENT_LATENCIES:
         measured = ", ".join(f"{what} {seconds * 1000:.0f} ms" for what, seconds in EVENT_LATENCIES)

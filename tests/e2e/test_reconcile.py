@@ -97,7 +97,7 @@ class Stack:
 
 def purge(sessions: Any) -> None:
     for name in virsh("list", "--all", "--name").split():
-        if POOL_PATH in virsh("domblklist", name, "--details") or name.startswith("recon-"):
+        if POOL_PATH in virsh("domblklist", name, "--details", check=False) or name.startswith("recon-"):
             virsh("destroy", name, check=False)
             virsh("undefine", name, check=False)
     for volume in virsh("vol-list", "--pool", POOL, check=False).split():

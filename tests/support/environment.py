@@ -16,5 +16,7 @@ TEST_BROKER = os.environ.get("IAAS_TEST_BROKER_URL", "redis://127.0.0.1:6379/15"
 # What the suite injected, printed at the end of the run (the numbers the issue asks to report).
 INJECTED: Counter[str] = Counter()
 RECOVERY_TIMES: list[float] = []
+# Seconds from a restarted worker's start to its dead incarnation's task finishing, with a 30 s lease.
+TAKEOVER_TIMES: list[float] = []
 # (what virsh did out of band, seconds from the listener receiving the event to the row reading it)
 EVENT_LATENCIES: list[tuple[str, float]] = []

@@ -77,8 +77,10 @@ class WorkerProcess:
         terminate(self.process)
 
 
-def start_worker(settings: Settings, log_dir: Path) -> WorkerProcess:
-    nodename = f"{settings.host}-{uuid.uuid4().hex[:6]}@localhost"
+def start_worker(settings: Settings, log_dir: Path, nodename: str | None = None) -> WorkerProcess:
+    """A worker under `nodename` (a restart of a worker that died keeps its node name, as a service
+    on a real host does), or under a fresh one."""
+    nodename = nodename or f"{settings.host}-{uuid.uuid4().hex[:6]}@localhost"
     log_path = log_dir / f"worker-{settings.host}.log"
     args = [
         "-m", "celery", "-A", "worker.celery_app", "worker",
