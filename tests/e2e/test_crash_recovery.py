@@ -277,3 +277,8 @@ def test_a_restarted_worker_takes_over_its_dead_incarnations_task_at_once(
     assert dead_lease is not None and datetime.fromisoformat(task["finished_at"]) < dead_lease
     assert "took over 1 tasks that an earlier incarnation" in workers[-1].log_path.read_text()
     assert_hypervisor_matches_database(sessions, virsh_inventory())
+
+    vm_id = response.get_json()["vm"]["id"]
+    deleted = client.delete(f"/v1/vms/{vm_id}")
+    assert wait_for_task(client, deleted.headers["Location"])["status"] == "succeeded"
+    assert owned_domains(virsh_inventory(), vm_id) == []
