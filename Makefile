@@ -12,6 +12,8 @@ TINY_IMAGE := $(CURDIR)/images/tiny.qcow2
 STAMP_VENV := $(VENV)/.installed
 LOCK := $(CURDIR)/requirements.lock
 LOCK_UPGRADE ?= --upgrade
+LOCK_PYTHON ?= /usr/bin/python3
+LOCK_VENV := $(RUN_DIR)/lock-venv
 export RUN_DIR VENV
 
 # Detected once (scripts/detect-domain-type.sh) unless you set IAAS_DOMAIN_TYPE yourself.
@@ -48,18 +50,20 @@ $(STAMP_VENV): pyproject.toml $(LOCK)
 
 venv: deps $(STAMP_VENV) ## Create .venv with mini-iaas and the exact dependency versions of requirements.lock
 
-# The lock is resolved for the Python the venv runs on, which must be 3.11 (Debian 12's). pip-tools
-# is pinned in the lock (dev extra); a venv without it gets that version. LOCK_UPGRADE= (empty) keeps
-# the current pins where pyproject.toml still allows them; LOCK_UPGRADE='--upgrade-package ruff'
-# moves just one package.
+# The lock is resolved by Debian 12's own Python (3.11.2), the one a fresh install runs: some
+# dependencies depend on the patch release (redis needs async-timeout only before 3.11.3), so a lock
+# resolved on a newer 3.11 would miss them; the other way round, pip merely installs one package
+# more. pip-compile runs in a venv of its own (.run/lock-venv) with the pip-tools version of the lock.
+# LOCK_UPGRADE= (empty) keeps the current pins where pyproject.toml still allows them;
+# LOCK_UPGRADE='--upgrade-package ruff' moves just one package.
 lock: ## Re-resolve requirements.lock to the newest versions pyproject.toml allows (commit the diff)
-	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
-		|| { echo "make lock: $(VENV) runs Python $$($(VENV)/bin/python -V), the lock is for 3.11 (set PYTHON=python3.11)" >&2; exit 1; }
-	@test -x $(VENV)/bin/pip-compile || $(VENV)/bin/pip install -q \
-		"pip-tools$$(awk -F'==| ' '/^pip-tools==/ { print "==" $$2 }' $(LOCK) 2>/dev/null)"
-	@echo "==> resolving pyproject.toml (with the dev extra and the build requirements) into $(notdir $(LOCK))"
-	@CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile -q $(LOCK_UPGRADE) --extra dev --all-build-deps \
+	@$(LOCK_PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
+		|| { echo "make lock: $(LOCK_PYTHON) is not Python 3.11 (Debian 12's); set LOCK_PYTHON" >&2; exit 1; }
+	@test -x $(LOCK_VENV)/bin/python || $(LOCK_PYTHON) -m venv $(LOCK_VENV)
+	@{ grep -E '^[a-z0-9]' $(LOCK) 2>/dev/null || true; } | cut -d' ' -f1 > $(LOCK_VENV)/constraints.txt
+	@$(LOCK_VENV)/bin/pip install -q -c $(LOCK_VENV)/constraints.txt pip "pip-tools>=7.4,<8"
+	@echo "==> resolving pyproject.toml (dev extra, build requirements) with Python $$($(LOCK_PYTHON) -V | cut -d' ' -f2) into $(notdir $(LOCK))"
+	@CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q $(LOCK_UPGRADE) --extra dev --all-build-deps \
 		--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
 		--output-file $(LOCK) pyproject.toml
 	@echo "==> done: review 'git diff $(notdir $(LOCK))', run 'make venv' and the tests, then commit it"

@@ -13,6 +13,8 @@
 # and the unit tests pass. Services cannot start inside the chroot (a policy-rc.d that exits
 # 101), so nothing there competes with the host's PostgreSQL, Redis or libvirtd. The chroot is
 # always unmounted and removed on exit. It takes several minutes (downloads ~400 MB of packages).
+# What it takes from the host: the mirror (below), /etc/resolv.conf, proxy variables and the
+# site-local CA certificates in /usr/local/share/ca-certificates, i.e. only this network's settings.
 #
 # Environment knobs:
 #   CHECK_INSTALL_MIRROR  Debian mirror to debootstrap from [the host's own: the first enabled
@@ -167,6 +169,15 @@ log "preventing services from starting in the chroot (policy-rc.d exits 101)"
 printf '#!/bin/sh\n# check-install.sh: no service may start in this chroot.\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# The chroot is on this host's network: it trusts the same site-local CA certificates (those of a
+# TLS-inspecting proxy, say). ca-certificates, once `make deps` installs it, adds them to the bundle.
+if compgen -G '/usr/local/share/ca-certificates/*' >/dev/null; then
+    log "trusting this host's site-local CA certificates in the chroot too"
+    cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+    if [[ -x $root/usr/sbin/update-ca-certificates ]]; then   # an https mirror brought it already
+        chroot "$root" /usr/sbin/update-ca-certificates >>"$log_file" 2>&1
+    fi
+fi
 
 mount -t proc proc "$root/proc" && mounted+=("$root/proc")
 mount --bind /dev "$root/dev" && mounted+=("$root/dev")
