@@ -12,13 +12,16 @@
 # then proves the venv works: the key imports, the installed versions equal requirements.lock,
 # and the unit tests pass. Services cannot start inside the chroot (a policy-rc.d that exits
 # 101), so nothing there competes with the host's PostgreSQL, Redis or libvirtd. The chroot is
-# always unmounted and removed on exit. It takes several minutes (downloads ~400 MB of packages).
-# What it takes from the host: the mirror (below), /etc/resolv.conf, proxy variables and the
-# site-local CA certificates in /usr/local/share/ca-certificates, i.e. only this network's settings.
+# always unmounted and removed on exit. It takes about 5 minutes and downloads about 250 MB
+# (the base system, ~190 MB of Debian packages, the PyPI packages).
+# What it takes from the host: the mirror (below), /etc/resolv.conf, the proxy variables and
+# PIP_INDEX_URL if set, and the site-local CA certificates in /usr/local/share/ca-certificates:
+# only this network's settings.
 #
 # Environment knobs:
-#   CHECK_INSTALL_MIRROR  Debian mirror to debootstrap from [the host's own: the first enabled
-#                         `deb` source for the suite in /etc/apt/sources.list{,.d/*.sources,.d/*.list}]
+#   CHECK_INSTALL_MIRROR  Debian mirror (http or https) to debootstrap from [the host's own: the
+#                         first enabled `deb` source for the suite in /etc/apt/sources.list.d/*.sources,
+#                         else in /etc/apt/sources.list or /etc/apt/sources.list.d/*.list]
 #   CHECK_INSTALL_SUITE   Debian suite [bookworm]
 #   CHECK_INSTALL_LOG     full log of the run [$RUN_DIR/check-install.log, else .run/check-install.log]
 #   CHECK_INSTALL_KEEP    1: keep the chroot (unmounted) for a post-mortem instead of removing it
@@ -31,9 +34,9 @@ log_file=${CHECK_INSTALL_LOG:-${RUN_DIR:-$here/.run}/check-install.log}
 keep=${CHECK_INSTALL_KEEP:-0}
 project_dir=/root/mini-iaas   # where the checkout goes inside the chroot
 
-log() { printf '==> %s\n' "$*"; }
-die() { printf 'check-install: FAIL: %s\n' "$*" >&2; exit 1; }
 elapsed() { printf '%dm%02ds' $((SECONDS / 60)) $((SECONDS % 60)); }
+log() { printf '==> [%s] %s\n' "$(elapsed)" "$*"; }
+die() { printf 'check-install: FAIL: %s\n' "$*" >&2; exit 1; }
 
 ((EUID == 0)) || die "needs root (debootstrap, chroot and mounts); run it as root"
 command -v git >/dev/null || die "git not found: the checkout's tracked files are listed with git"
@@ -74,7 +77,11 @@ host_mirror() {
         sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" | awk -v suite="$suite" '$1 == "deb" && $3 == suite { print $2 }'
     done
 }
-mirror=${CHECK_INSTALL_MIRROR:-$(host_mirror | head -n 1)}
+mirror=${CHECK_INSTALL_MIRROR:-}
+if [[ -z $mirror ]]; then
+    candidates=$(host_mirror)
+    mirror=${candidates%%$'\n'*}
+fi
 [[ -n $mirror ]] || die "found no 'deb' source for $suite in /etc/apt/sources.list*; set CHECK_INSTALL_MIRROR"
 case $mirror in
 http://* | https://*) ;;
@@ -118,9 +125,14 @@ stop_chroot_processes() {
         sleep 2
     done
 }
+job=         # the running step (see logged), the leader of a process group of its own
 cleanup() {
     local rc=$? m i
     trap - EXIT INT TERM
+    if [[ -n $job ]]; then   # interrupted: stop the step, debootstrap or the chrooted command
+        kill -TERM -- "-$job" 2>/dev/null || true
+        wait "$job" 2>/dev/null || true
+    fi
     stop_chroot_processes
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
         umount "${mounted[i]}" 2>/dev/null || umount -l "${mounted[i]}" 2>/dev/null || true
@@ -138,7 +150,9 @@ cleanup() {
     else
         rm -rf --one-file-system -- "$root"
     fi
-    if ((rc != 0)); then
+    if ((rc == 130 || rc == 143)); then
+        echo "check-install: interrupted after $(elapsed); cleaned up" >&2
+    elif ((rc != 0)); then
         echo "check-install: FAIL after $(elapsed); last lines of $log_file:" >&2
         tail -n 40 "$log_file" >&2 || true
     fi
@@ -148,13 +162,18 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Runs a command, its output going to the log; the "==> ..." progress lines also to the terminal.
+# Runs a command, its output going to the log and its "==> ..." progress lines to the terminal too.
+# It runs in the background, in a process group of its own, and is waited for: so INT or TERM end
+# the script at once (bash runs a trap only after the foreground command) and cleanup can stop it.
 logged() {
-    local status
-    set +e
-    "$@" 2>&1 | tee -a "$log_file" | { grep --line-buffered '^==> ' || true; }
-    status=${PIPESTATUS[0]}
-    set -e
+    local status=0
+    # shellcheck disable=SC2016  # expanded by that bash
+    LOG=$log_file setsid bash -c \
+        '"$@" 2>&1 </dev/null | tee -a "$LOG" | { grep --line-buffered "^==> " || true; }; exit "${PIPESTATUS[0]}"' \
+        logged "$@" &
+    job=$!
+    wait "$job" || status=$?
+    job=
     return "$status"
 }
 
@@ -199,28 +218,27 @@ chroot_env=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY PIP_INDEX_URL; do
     [[ -n ${!v:-} ]] && chroot_env+=("$v=${!v}")
 done
-in_chroot() {  # in_chroot SCRIPT: runs SCRIPT with bash in the project folder inside the chroot
-    chroot "$root" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -euo pipefail -c "cd $project_dir && $1"
-}
+# "${in_chroot[@]}" SCRIPT runs SCRIPT with bash in the project folder inside the chroot.
+in_chroot=(chroot "$root" /usr/bin/env -i -C "$project_dir" "${chroot_env[@]}" /bin/bash -euo pipefail -c)
 
 log "apt-get install make python3 (in the chroot)"
-logged in_chroot 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends make python3' \
+logged "${in_chroot[@]}" 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends make python3' \
     || die "apt-get install make python3 failed in the chroot"
 
 log "make deps (in the chroot; installs PostgreSQL, Redis, libvirt, qemu and the build headers)"
-logged in_chroot 'make deps' || die "'make deps' failed in a fresh $suite chroot"
+logged "${in_chroot[@]}" 'make deps' || die "'make deps' failed in a fresh $suite chroot"
 
 log "make venv (in the chroot; builds psycopg2 and libvirt-python from source)"
-logged in_chroot 'make venv' || die "'make venv' failed in a fresh $suite chroot"
+logged "${in_chroot[@]}" 'make venv' || die "'make venv' failed in a fresh $suite chroot"
 
 log "make deps again: it must find everything present"
 # shellcheck disable=SC2016  # expanded inside the chroot
-logged in_chroot 'out=$(make deps); echo "$out"; [[ $out == *"all present"* ]]' \
+logged "${in_chroot[@]}" 'out=$(make deps); echo "$out"; [[ $out == *"all present"* ]]' \
     || die "a second 'make deps' still wanted to install packages"
 
 log "checking the venv: imports, versions equal to requirements.lock, unit tests"
 # shellcheck disable=SC2016  # expanded inside the chroot
-logged in_chroot '
+logged "${in_chroot[@]}" '
 .venv/bin/python -c "import psycopg2, libvirt, flask, celery, sqlalchemy, api, worker, common"
 echo "==> imports ok: psycopg2, libvirt, flask, celery, sqlalchemy, api, worker, common"
 normalise() { awk -F"==" "{ n = tolower(\$1); gsub(/[._]/, \"-\", n); print n \"==\" \$2 }" | sort; }
