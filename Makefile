@@ -23,7 +23,7 @@ ifneq ($(IAAS_DOMAIN_TYPE),)
 export IAAS_DOMAIN_TYPE
 endif
 
-.PHONY: help up down status logs test lint migrate deps services venv lock check-install image unit clean _stack-up _pytest
+.PHONY: help up down status logs test lint docs migrate deps services venv lock check-install image unit clean _stack-up _pytest
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -122,7 +122,6 @@ lint: venv ## Run ruff and mypy
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 
-.PHONY: docs
 docs: venv ## Regenerate docs/configuration.md from the settings' descriptions in common/config.py
 	@$(VENV)/bin/python -m common.config_reference
 
