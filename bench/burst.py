@@ -1,0 +1,271 @@
+"""A burst of 20 creates through the API against the same libvirt work done directly with the worker's
+4 threads, in the same run; and `GET /v1/tasks/<id>` latency from a separate client while it runs.
+
+    make up   # with the IAAS_* variables of your stack exported
+    .venv/bin/python -m bench.burst --repeats 3
+
+API burst: 20 clients POST /v1/vms at once (a barrier releases them together), then each polls its own
+task every --poll-interval (50 ms) until `succeeded`; the wall time runs from the release to the last
+client seeing `succeeded` (its resolution is the poll interval), and `server` from the release to the
+latest `finished_at` (no polling in it). Meanwhile one more thread GETs the burst's tasks round-robin,
+one request every --probe-interval (20 ms), and records each latency. Raw burst: the same 20 overlays,
+definitions and starts (createXML, defineXML, create) with a pool of --threads (the worker's
+IAAS_WORKER_CONCURRENCY, 4) on one shared connection, as the worker shares one. Repeats alternate
+which goes first. Targets (the issue): API/raw <= 1.15, GET p50 <= 5 ms while the burst runs.
+
+Afterwards the API's VMs are deleted through the API (and waited for), the raw ones directly."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import click
+import requests
+
+from bench.util import default_api, median, percentile, table
+from common.config import Settings
+from worker import libvirt_xml
+from worker.hypervisor import Hypervisor
+
+GIB = 1024**3
+TERMINAL = ("succeeded", "failed")
+
+
+@dataclass
+class ApiBurst:
+    wall_s: float = 0.0
+    server_s: float = 0.0
+    polls: int = 0
+    probe_ms: list[float] = field(default_factory=list)
+    vm_ids: list[str] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def _wait(api: str, location: str, interval: float, timeout: float = 300) -> tuple[dict[str, Any], int]:
+    """Poll a task until it ends; returns it and how many GETs that took."""
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while time.monotonic() < deadline:
+        task = requests.get(f"{api}{location}", timeout=10).json()
+        polls += 1
+        if task["status"] in TERMINAL:
+            return task, polls
+        time.sleep(interval)
+    raise TimeoutError(f"task {location} did not finish in {timeout} s")
+
+
+def probe(api: str, locations: list[str], interval: float, stop: threading.Event, out: list[float]) -> None:
+    """GET the burst's tasks round-robin, one at a time, and record each latency (ms)."""
+    while not locations and not stop.is_set():
+        time.sleep(0.001)
+    for i in itertools.count():
+        if stop.is_set():
+            return
+        start = time.perf_counter()
+        requests.get(f"{api}{locations[i % len(locations)]}", timeout=10)
+        out.append((time.perf_counter() - start) * 1000)
+        stop.wait(interval)
+
+
+def api_burst(api: str, image: str, n: int, poll_interval: float, probe_interval: float) -> ApiBurst:
+    result = ApiBurst()
+    barrier = threading.Barrier(n + 1)
+    locations = result.locations
+    finished: list[datetime] = []
+    lock = threading.Lock()
+    prefix = f"burst-{uuid.uuid4().hex[:6]}"
+    t0 = 0.0
+
+    def client(i: int) -> float:
+        body = {"name": f"{prefix}-{i}", "image": image, "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
+        barrier.wait()
+        created = requests.post(f"{api}/v1/vms", json=body, timeout=30)
+        created.raise_for_status()
+        with lock:
+            locations.append(created.headers["Location"])
+            result.vm_ids.append(created.json()["vm"]["id"])
+        task, polls = _wait(api, created.headers["Location"], poll_interval)
+        seen = time.perf_counter()
+        with lock:
+            result.polls += polls
+            finished.append(datetime.fromisoformat(task["finished_at"]))
+            if task["status"] != "succeeded":
+                result.failures.append(f"{body['name']}: {task['error']}")
+        return seen
+
+    stop = threading.Event()
+    prober = threading.Thread(target=probe, args=(api, locations, probe_interval, stop, result.probe_ms))
+    prober.start()
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(client, i) for i in range(n)]
+        barrier.wait()
+        t0, wall0 = time.perf_counter(), time.time()
+        seen = [f.result() for f in futures]
+    stop.set()
+    prober.join()
+    result.wall_s = max(seen) - t0
+    result.server_s = max(f.timestamp() for f in finished) - wall0
+    return result
+
+
+def delete_through_api(api: str, vm_ids: list[str]) -> None:
+    def one(vm_id: str) -> None:
+        deleted = requests.delete(f"{api}/v1/vms/{vm_id}", timeout=30)
+        if deleted.status_code == 404:
+            return
+        deleted.raise_for_status()
+        task, _ = _wait(api, deleted.headers["Location"], 0.1)
+        if task["status"] != "succeeded":
+            click.echo(f"delete of {vm_id} failed: {task['error']}", err=True)
+
+    with ThreadPoolExecutor(len(vm_ids) or 1) as pool:
+        list(pool.map(one, vm_ids))
+
+
+@dataclass(frozen=True)
+class RawVm:
+    vm_id: uuid.UUID
+    volume: str
+
+
+def raw_burst(
+    hv: Hypervisor, settings: Settings, image_path: str, n: int, threads: int
+) -> tuple[float, list[RawVm]]:
+    pool = hv.ensure_pool(settings.storage_pool, settings.storage_pool_path)
+    domain_type = libvirt_xml.resolve_domain_type(settings.domain_type, settings.libvirt_uri)
+    vms = [RawVm(vm_id, f"bench-raw-{vm_id}.qcow2") for vm_id in (uuid.uuid4() for _ in range(n))]
+
+    def build(vm: RawVm) -> None:
+        path = pool.createXML(libvirt_xml.overlay_volume_xml(vm.volume, GIB, image_path, "qcow2"), 0).path()
+        spec = libvirt_xml.DomainSpec(
+            vm.vm_id, f"bench-raw-{vm.vm_id.hex[:8]}", "tiny", 1, 128, path,
+            f"{settings.console_log_dir}/{vm.vm_id}.log", domain_type,
+        )  # fmt: skip
+        hv.conn.defineXML(libvirt_xml.domain_xml(spec)).create()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as executor:
+        list(executor.map(build, vms))
+    return time.perf_counter() - start, vms
+
+
+def raw_teardown(hv: Hypervisor, settings: Settings, vms: list[RawVm]) -> None:
+    pool = hv.ensure_pool(settings.storage_pool, settings.storage_pool_path)
+    for vm in vms:  # never leave a bench domain or volume behind
+        hv.undefine_domain(vm.vm_id)
+        hv.delete_volume(pool, vm.volume)
+
+
+def idle_probe(api: str, location: str, count: int = 50) -> list[float]:
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        requests.get(f"{api}{location}", timeout=10)
+        samples.append((time.perf_counter() - start) * 1000)
+        time.sleep(0.02)
+    return samples
+
+
+@click.command()
+@click.option("--api", default=default_api, show_default="http://$IAAS_API_BIND")
+@click.option("--image", default="tiny", show_default=True)
+@click.option("--size", default=20, show_default=True, type=click.IntRange(1, 100), help="Creates per burst.")
+@click.option("--threads", default=None, type=int, help="Raw threads [default: IAAS_WORKER_CONCURRENCY].")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--poll-interval", default=0.05, show_default=True, help="Each client's poll interval (s).")
+@click.option("--probe-interval", default=0.02, show_default=True, help="Pause between probe GETs (s).")
+def main(
+    api: str,
+    image: str,
+    size: int,
+    threads: int | None,
+    repeats: int,
+    poll_interval: float,
+    probe_interval: float,
+) -> None:
+    settings = Settings()
+    threads = threads or settings.worker_concurrency
+    hv = Hypervisor(settings.libvirt_uri)
+    pool = hv.ensure_pool(settings.storage_pool, settings.storage_pool_path)
+    image_path = pool.storageVolLookupByName(libvirt_xml.image_volume_name(image)).path()
+
+    # idle reference for the probe: one task that exists, read while nothing else runs
+    warm = api_burst(api, image, 1, poll_interval, probe_interval)
+    delete_through_api(api, warm.vm_ids)
+    reference = warm.locations[0]  # any task reads alike: the warm-up's, which stays after its delete
+
+    api_runs: list[ApiBurst] = []
+    raw_runs: list[float] = []
+    idle_ms: list[float] = []
+    for i in range(repeats):
+        order = ("api", "raw") if i % 2 == 0 else ("raw", "api")
+        for which in order:
+            if which == "api":
+                run = api_burst(api, image, size, poll_interval, probe_interval)
+                try:
+                    if run.failures:
+                        raise click.ClickException(f"creates failed: {run.failures}")
+                    api_runs.append(run)
+                finally:
+                    delete_through_api(api, run.vm_ids)
+                click.echo(
+                    f"repeat {i + 1}/{repeats} api: {run.wall_s:.2f} s (server {run.server_s:.2f} s), "
+                    f"{run.polls} polls, probe p50 {percentile(run.probe_ms, 50):.1f} ms "
+                    f"p99 {percentile(run.probe_ms, 99):.1f} ms (n={len(run.probe_ms)})",
+                    err=True,
+                )
+            else:
+                wall, vms = raw_burst(hv, settings, image_path, size, threads)
+                raw_teardown(hv, settings, vms)
+                raw_runs.append(wall)
+                click.echo(f"repeat {i + 1}/{repeats} raw: {wall:.2f} s", err=True)
+        idle_ms += idle_probe(api, reference, 20)  # the probe's idle reference, between bursts
+
+    api_wall = median([r.wall_s for r in api_runs])
+    api_server = median([r.server_s for r in api_runs])
+    raw = median(raw_runs)
+    burst_probe = [ms for r in api_runs for ms in r.probe_ms]
+    click.echo(
+        f"\nburst of {size} creates, median of {repeats}; raw libvirt with {threads} threads; "
+        f"clients poll every {poll_interval * 1000:.0f} ms"
+    )
+    click.echo(
+        table(
+            ["measure", "value", "raw libvirt", "ratio"],
+            [
+                ["API burst, wall to last success seen (s)", api_wall, raw, api_wall / raw],
+                ["API burst, wall to last finished_at (s)", api_server, raw, api_server / raw],
+                ["GETs by the pollers per burst", median([float(r.polls) for r in api_runs]), "", ""],
+            ],
+        )
+    )
+    click.echo(
+        table(
+            ["GET /v1/tasks/<id> (ms)", "p50", "p99", "n"],
+            [
+                ["idle", percentile(idle_ms, 50), percentile(idle_ms, 99), len(idle_ms)],
+                [
+                    "during the burst",
+                    percentile(burst_probe, 50),
+                    percentile(burst_probe, 99),
+                    len(burst_probe),
+                ],
+            ],
+        )
+    )
+    click.echo(
+        f"targets: burst ratio <= 1.15: {'met' if api_wall / raw <= 1.15 else 'NOT met'}; "
+        f"GET p50 <= 5 ms during the burst: {'met' if percentile(burst_probe, 50) <= 5 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
