@@ -34,7 +34,7 @@ from pathlib import Path
 import click
 import redis
 import requests
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from bench.baseline_app import QUEUE_KEY, accepted
 from bench.util import NO_WORKER_HOST, default_api, ensure_no_worker_image, median, table
@@ -160,10 +160,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def cleanup(settings: Settings, sessions: object, prefixes: list[str], own_queue: str | None) -> int:
     """Delete this run's VMs and tasks (by name prefix), the baseline's rows, and the Redis lists."""
+    time.sleep(1)  # requests wrk gave up on at its deadline may still be committing on the server
     removed = 0
     with transaction(sessions) as session:  # type: ignore[arg-type]
         for prefix in prefixes:
             vm_ids = select(Vm.id).where(Vm.name.like(f"{prefix}-%"))
+            # no task can be committed between the two deletes
+            session.execute(text("LOCK TABLE vms, tasks IN SHARE ROW EXCLUSIVE MODE"))
             session.execute(delete(Task).where(Task.vm_id.in_(vm_ids)))
             removed += session.execute(delete(Vm).where(Vm.name.like(f"{prefix}-%"))).rowcount
             session.execute(delete(accepted).where(accepted.c.name.like(f"{prefix}-%")))
