@@ -139,9 +139,9 @@ def start_baseline(settings: Settings, log_path: str) -> tuple[subprocess.Popen[
         if proc.poll() is not None:
             raise click.ClickException(f"the baseline exited; see {log_path}")
         try:
-            if requests.get(f"{url}/healthz", timeout=1).ok:
+            if requests.get(f"{url}/healthz", timeout=5).ok:
                 return proc, url
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy booting to answer
             pass
         time.sleep(0.1)
     stop(proc)

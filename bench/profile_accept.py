@@ -22,7 +22,9 @@ import io
 import pstats
 import re
 import secrets
+import statistics
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,6 +143,43 @@ def timed_cm(name: str, cm: Callable[..., Any]) -> Any:
     return wrapper
 
 
+def publish_micro(settings: Settings, n: int) -> None:
+    """What one publish costs: Celery's send_task (with and without the task-sent event the API's
+    settings turn on) against one redis-py LPUSH of a message of the same size, same Redis db."""
+    from celery import Celery
+
+    from common.queue import TASK_NAMES, make_celery
+    from common.states import TaskKind
+
+    queue = host_queue(NO_WORKER_HOST)
+    with_event = make_celery(settings)
+    without_event = make_celery(settings)
+    without_event.conf.task_send_sent_event = False
+    broker = redis.Redis.from_url(settings.broker_url)
+    payload = "x" * 1300  # about the size of a Celery protocol-2 message for one create task
+
+    def send(app: Celery) -> Callable[[], object]:
+        return lambda: app.send_task(TASK_NAMES[TaskKind.CREATE_VM], args=[str(uuid.uuid4())], queue=queue)
+
+    rows = []
+    for label, fn in (
+        ("celery send_task (task_send_sent_event on, as the API)", send(with_event)),
+        ("celery send_task (task_send_sent_event off)", send(without_event)),
+        ("redis-py LPUSH of a 1.3 kB message", lambda: broker.lpush(queue, payload)),
+    ):
+        for _ in range(20):
+            fn()  # warm-up: connections, queue declaration
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - start) * 1000)
+        rows.append([label, statistics.median(samples), sorted(samples)[int(n * 0.99) - 1]])
+    broker.delete(queue)
+    click.echo(f"\npublishing one message, {n} times each")
+    click.echo(table(["publish", "median ms", "p99 ms"], rows))
+
+
 def drive(app: Flask, image: str, prefix: str, n: int) -> float:
     client = app.test_client()
     start = time.perf_counter()
@@ -167,7 +206,10 @@ def report(label: str, n: int, wall: float) -> None:
 @click.command()
 @click.option("--posts", default=300, show_default=True, type=click.IntRange(10, 100000))
 @click.option("--cprofile", default=0, show_default=True, help="Also print cProfile's top N (product).")
-def main(posts: int, cprofile: int) -> None:
+@click.option(
+    "--publish", default=500, show_default=True, help="Publishes per variant in the micro-benchmark."
+)
+def main(posts: int, cprofile: int, publish: int) -> None:
     settings = Settings()
     sessions = make_session_factory(make_engine(settings.database_url))
     image = ensure_no_worker_image(sessions)
