@@ -242,6 +242,8 @@ def main(posts: int, cprofile: int, publish: int) -> None:
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(cprofile)
                 click.echo(out.getvalue())
+        if publish:
+            publish_micro(settings, publish)
     finally:
         cleanup(
             settings, sessions, [*prefixes, prefixes[0] + "x", prefixes[1] + "w"], host_queue(NO_WORKER_HOST)

@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+import psycopg2
 import redis
 import requests
 
@@ -284,6 +285,73 @@ def live(api: str, rounds: int, poll_s: float) -> None:
     )
 
 
+def txn_micro(n: int) -> None:
+    """What the worker's database writes cost here, on scratch tables of the bench's own: a round trip,
+    a durable COMMIT, and the journal's write as today (BEGIN; SELECT ... FOR SHARE; UPDATE; COMMIT)
+    against the same fence and write as one statement, and with synchronous_commit off."""
+    url = get_settings().database_url.replace("postgresql+psycopg2://", "postgresql://")
+    conn = psycopg2.connect(url)
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE IF NOT EXISTS bench_txn_task (id int PRIMARY KEY, status text, attempts int)")
+    cur.execute("CREATE TABLE IF NOT EXISTS bench_txn_step (id int PRIMARY KEY, task_id int, status text)")
+    cur.execute("INSERT INTO bench_txn_task VALUES (1, 'running', 1) ON CONFLICT DO NOTHING")
+    cur.execute("INSERT INTO bench_txn_step VALUES (1, 1, 'running') ON CONFLICT DO NOTHING")
+    conn.commit()
+    fence = "SELECT id FROM bench_txn_task WHERE id = 1 AND attempts = 1 AND status = 'running'"
+
+    def journal_today() -> None:
+        cur.execute(fence + " FOR SHARE")
+        assert cur.fetchone() is not None
+        cur.execute("UPDATE bench_txn_step SET status = 'succeeded' WHERE id = 1")
+        conn.commit()
+
+    def journal_one_statement() -> None:
+        cur.execute(
+            "UPDATE bench_txn_step s SET status = 'succeeded' FROM (SELECT id FROM bench_txn_task "
+            "WHERE id = 1 AND attempts = 1 AND status = 'running' FOR SHARE) t WHERE s.id = 1 RETURNING s.id"
+        )
+        assert cur.fetchone() is not None
+        conn.commit()
+
+    def share_only() -> None:
+        cur.execute(fence + " FOR SHARE")
+        conn.commit()
+
+    def async_commit(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            cur.execute("SET LOCAL synchronous_commit = off")
+            fn()
+
+        return run
+
+    def measure(fn: Callable[[], None]) -> list[float]:
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - start) * 1000)
+        return sorted(samples)
+
+    variants: list[tuple[str, Callable[[], None]]] = [
+        ("round trip: SELECT 1 (autocommit)", lambda: (cur.execute("SELECT 1"), conn.commit())),
+        ("read-only txn: BEGIN; SELECT; COMMIT", lambda: (cur.execute(fence), conn.commit())),
+        ("FOR SHARE only: BEGIN; SELECT ... FOR SHARE; COMMIT", share_only),
+        ("journal write today: BEGIN; FOR SHARE; UPDATE; COMMIT", journal_today),
+        ("journal write as one UPDATE ... FROM (... FOR SHARE)", journal_one_statement),
+        ("journal write today, synchronous_commit off", async_commit(journal_today)),
+    ]
+    rows = []
+    for label, fn in variants:
+        measure(fn)  # warm-up
+        samples = measure(fn)
+        rows.append([label, samples[len(samples) // 2], samples[int(len(samples) * 0.99) - 1]])
+    cur.execute("DROP TABLE bench_txn_step, bench_txn_task")
+    conn.commit()
+    conn.close()
+    click.echo(f"\ndatabase writes, {n} each (psycopg2, this machine, now)")
+    click.echo(table(["operation", "median ms", "p99 ms"], rows))
+
+
 @click.command()
 @click.option(
     "--rounds", default=5, show_default=True, type=click.IntRange(0, 100), help="In-process rounds."
@@ -291,7 +359,10 @@ def live(api: str, rounds: int, poll_s: float) -> None:
 @click.option("--live", "live_rounds", default=5, show_default=True, type=click.IntRange(0, 100))
 @click.option("--api", default=default_api, show_default="http://$IAAS_API_BIND")
 @click.option("--poll", default=0.005, show_default=True, help="Live: the client's poll interval (s).")
-def main(rounds: int, live_rounds: int, api: str, poll: float) -> None:
+@click.option("--txn", default=300, show_default=True, help="Database write micro-benchmark repetitions.")
+def main(rounds: int, live_rounds: int, api: str, poll: float, txn: int) -> None:
+    if txn:
+        txn_micro(txn)
     if rounds:
         try:
             in_process(rounds)
