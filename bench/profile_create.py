@@ -202,8 +202,11 @@ def _report_in_process(
         rows.append([key[1], key[0], median([r.get(key, 0.0) for r in per_round]) * 1000])
     accounted = median([sum(r.values()) for r in per_round]) * 1000
     total, raw = median(totals) * 1000, median(raws) * 1000
+    libvirt = [sum(v for k, v in r.items() if k[0].startswith("step: libvirt")) for r in per_round]
+    overhead = median([t - lv for t, lv in zip(totals, libvirt, strict=True)]) * 1000
     rows.append(["", "unaccounted (Python between phases)", total - accounted])
     rows.append(["", "TOTAL run_vm_task (median)", total])
+    rows.append(["", "of which not libvirt: the control plane (median of total - libvirt)", overhead])
     rows.append(["", "raw libvirt, same calls done directly (median)", raw])
     click.echo(f"\nin-process create saga, median of {len(totals)} rounds (ms)")
     click.echo(table(["step", "phase", "ms"], rows))
