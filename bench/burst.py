@@ -44,6 +44,8 @@ class ApiBurst:
     server_s: float = 0.0
     polls: int = 0
     probe_ms: list[float] = field(default_factory=list)
+    run_s: list[float] = field(default_factory=list)  # per task: claim (started_at) -> finished_at
+    start_s: list[float] = field(default_factory=list)  # per task: its start_domain step
     vm_ids: list[str] = field(default_factory=list)
     locations: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -97,6 +99,12 @@ def api_burst(api: str, image: str, n: int, poll_interval: float, probe_interval
         with lock:
             result.polls += polls
             finished.append(datetime.fromisoformat(task["finished_at"]))
+            result.run_s.append(_seconds(task["started_at"], task["finished_at"]))
+            result.start_s += [
+                _seconds(step["started_at"], step["finished_at"])
+                for step in task["steps"]
+                if step["name"] == "start_domain" and step["finished_at"]
+            ]
             if task["status"] != "succeeded":
                 result.failures.append(f"{body['name']}: {task['error']}")
         return seen
@@ -114,6 +122,11 @@ def api_burst(api: str, image: str, n: int, poll_interval: float, probe_interval
     result.wall_s = max(seen) - t0
     result.server_s = max(f.timestamp() for f in finished) - wall0
     return result
+
+
+def _seconds(start: str | None, end: str | None) -> float:
+    assert start is not None and end is not None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 def delete_through_api(api: str, vm_ids: list[str]) -> None:
@@ -136,25 +149,38 @@ class RawVm:
     volume: str
 
 
-def raw_burst(
-    hv: Hypervisor, settings: Settings, image_path: str, n: int, threads: int
-) -> tuple[float, list[RawVm]]:
+@dataclass
+class RawBurst:
+    wall_s: float = 0.0
+    build_s: list[float] = field(default_factory=list)  # per VM: volume + define + start
+    start_s: list[float] = field(default_factory=list)  # per VM: create() alone
+    vms: list[RawVm] = field(default_factory=list)
+
+
+def raw_burst(hv: Hypervisor, settings: Settings, image_path: str, n: int, threads: int) -> RawBurst:
     pool = hv.ensure_pool(settings.storage_pool, settings.storage_pool_path)
     domain_type = libvirt_xml.resolve_domain_type(settings.domain_type, settings.libvirt_uri)
     vms = [RawVm(vm_id, f"bench-raw-{vm_id}.qcow2") for vm_id in (uuid.uuid4() for _ in range(n))]
+    result = RawBurst(vms=vms)
 
     def build(vm: RawVm) -> None:
+        began = time.perf_counter()
         path = pool.createXML(libvirt_xml.overlay_volume_xml(vm.volume, GIB, image_path, "qcow2"), 0).path()
         spec = libvirt_xml.DomainSpec(
             vm.vm_id, f"bench-raw-{vm.vm_id.hex[:8]}", "tiny", 1, 128, path,
             f"{settings.console_log_dir}/{vm.vm_id}.log", domain_type,
         )  # fmt: skip
-        hv.conn.defineXML(libvirt_xml.domain_xml(spec)).create()
+        domain = hv.conn.defineXML(libvirt_xml.domain_xml(spec))
+        starting = time.perf_counter()
+        domain.create()
+        result.start_s.append(time.perf_counter() - starting)
+        result.build_s.append(time.perf_counter() - began)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as executor:
         list(executor.map(build, vms))
-    return time.perf_counter() - start, vms
+    result.wall_s = time.perf_counter() - start
+    return result
 
 
 def raw_teardown(hv: Hypervisor, settings: Settings, vms: list[RawVm]) -> None:
@@ -203,7 +229,7 @@ def main(
     reference = warm.locations[0]  # any task reads alike: the warm-up's, which stays after its delete
 
     api_runs: list[ApiBurst] = []
-    raw_runs: list[float] = []
+    raw_runs: list[RawBurst] = []
     idle_ms: list[float] = []
     for i in range(repeats):
         order = ("api", "raw") if i % 2 == 0 else ("raw", "api")
@@ -223,15 +249,19 @@ def main(
                     err=True,
                 )
             else:
-                wall, vms = raw_burst(hv, settings, image_path, size, threads)
-                raw_teardown(hv, settings, vms)
-                raw_runs.append(wall)
-                click.echo(f"repeat {i + 1}/{repeats} raw: {wall:.2f} s", err=True)
+                raw_run = raw_burst(hv, settings, image_path, size, threads)
+                raw_teardown(hv, settings, raw_run.vms)
+                raw_runs.append(raw_run)
+                click.echo(f"repeat {i + 1}/{repeats} raw: {raw_run.wall_s:.2f} s", err=True)
         idle_ms += idle_probe(api, reference, 20)  # the probe's idle reference, between bursts
 
     api_wall = median([r.wall_s for r in api_runs])
     api_server = median([r.server_s for r in api_runs])
-    raw = median(raw_runs)
+    raw = median([r.wall_s for r in raw_runs])
+    api_run = median([x for r in api_runs for x in r.run_s])
+    raw_build = median([x for r in raw_runs for x in r.build_s])
+    api_start = median([x for r in api_runs for x in r.start_s])
+    raw_start = median([x for r in raw_runs for x in r.start_s])
     burst_probe = [ms for r in api_runs for ms in r.probe_ms]
     click.echo(
         f"\nburst of {size} creates, median of {repeats}; raw libvirt with {threads} threads; "
@@ -243,6 +273,18 @@ def main(
             [
                 ["API burst, wall to last success seen (s)", api_wall, raw, api_wall / raw],
                 ["API burst, wall to last finished_at (s)", api_server, raw, api_server / raw],
+                [
+                    "per create: claim -> finished vs raw build (s, median)",
+                    api_run,
+                    raw_build,
+                    api_run / raw_build,
+                ],
+                [
+                    "per create: start_domain step vs raw create() (s, median)",
+                    api_start,
+                    raw_start,
+                    api_start / raw_start,
+                ],
                 ["GETs by the pollers per burst", median([float(r.polls) for r in api_runs]), "", ""],
             ],
         )
