@@ -235,16 +235,26 @@ def main(
         rows.append([label, med[label]["rate"], med[label]["p50"], med[label]["p99"],
                      sum(r.non_2xx for r in rs), sum(r.socket_errors for r in rs)])  # fmt: skip
     b, p = med["baseline"], med["product"]
-    ratio = ["ratio product/baseline", p["rate"] / b["rate"], p["p50"] / b["p50"], p["p99"] / b["p99"]]
+    ratio = ["ratio of the medians", p["rate"] / b["rate"], p["p50"] / b["p50"], p["p99"] / b["p99"]]
     rows.append([*ratio, "", ""])
+    # Each repeat runs both back to back: the median of the per-repeat ratios cancels slow drift in
+    # the machine's load (other work on the same cores) better than the ratio of the medians.
+    pairs = list(zip(results["product"], results["baseline"], strict=True))
+    paired = [
+        "median of per-repeat ratios",
+        median([pr.accepted_per_s / br.accepted_per_s for pr, br in pairs]),
+        median([pr.p50_ms / br.p50_ms for pr, br in pairs]),
+        median([pr.p99_ms / br.p99_ms for pr, br in pairs]),
+    ]
+    rows.append([*paired, "", ""])
     click.echo(
         f"\nPOST /v1/vms, wrk -t{threads} -c{connections} -d{duration} --latency, median of {repeats} "
         f"(image {image}; baseline {baseline_url})"
     )
     click.echo(table(["target", "accepted/s", "p50 ms", "p99 ms", "non-2xx", "socket errors"], rows))
-    ok_rate, ok_p99 = p["rate"] / b["rate"] >= 0.5, p["p99"] <= 50
+    ok_rate, ok_p99 = paired[1] >= 0.5, p["p99"] <= 50  # type: ignore[operator]
     click.echo(
-        f"targets: rate ratio >= 0.5: {'met' if ok_rate else 'NOT met'}; "
+        f"targets: rate ratio (per-repeat median) >= 0.5: {'met' if ok_rate else 'NOT met'}; "
         f"product p99 <= 50 ms: {'met' if ok_p99 else 'NOT met'}"
     )
 

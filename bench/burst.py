@@ -274,6 +274,12 @@ def main(
                 ["API burst, wall to last success seen (s)", api_wall, raw, api_wall / raw],
                 ["API burst, wall to last finished_at (s)", api_server, raw, api_server / raw],
                 [
+                    "API/raw wall, median of per-repeat ratios",
+                    "",
+                    "",
+                    median([a.wall_s / r.wall_s for a, r in zip(api_runs, raw_runs, strict=True)]),
+                ],
+                [
                     "per create: claim -> finished vs raw build (s, median)",
                     api_run,
                     raw_build,
