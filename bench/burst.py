@@ -17,13 +17,17 @@ Afterwards the API's VMs are deleted through the API (and waited for), the raw o
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import threading
 import time
 import uuid
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -48,6 +52,7 @@ class ApiBurst:
     start_s: list[float] = field(default_factory=list)  # per task: its start_domain step
     vm_ids: list[str] = field(default_factory=list)
     locations: list[str] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
 
@@ -112,16 +117,57 @@ def api_burst(api: str, image: str, n: int, poll_interval: float, probe_interval
     stop = threading.Event()
     prober = threading.Thread(target=probe, args=(api, locations, probe_interval, stop, result.probe_ms))
     prober.start()
+    cpu_before = cpu_by_component()
     with ThreadPoolExecutor(n) as pool:
         futures = [pool.submit(client, i) for i in range(n)]
         barrier.wait()
         t0, wall0 = time.perf_counter(), time.time()
         seen = [f.result() for f in futures]
+    result.cpu_s = cpu_delta(cpu_before, cpu_by_component())
     stop.set()
     prober.join()
     result.wall_s = max(seen) - t0
     result.server_s = max(f.timestamp() for f in finished) - wall0
     return result
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+RUN_DIR = Path(os.environ.get("RUN_DIR", Path(__file__).resolve().parents[1] / ".run"))
+
+
+def cpu_by_component() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each process group of the stack (scripts/stack.sh
+    starts each with setsid and writes its pid file to RUN_DIR), by libvirtd, by all PostgreSQL
+    backends and by all qemu processes (both shared with whatever else runs here). From /proc; a
+    process that exits during the burst takes its CPU time with it."""
+    groups = {}
+    for pid_file in RUN_DIR.glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            groups[int(pid_file.read_text().strip())] = pid_file.stem
+    used: dict[str, float] = defaultdict(float)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pgid, seconds = int(fields[2]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if pgid in groups:
+            used[groups[pgid]] += seconds
+        elif comm == "libvirtd":
+            used["libvirtd"] += seconds
+        elif comm == "postgres":
+            used["postgres (all databases)"] += seconds
+        elif comm.startswith("qemu-system"):
+            used["qemu (every guest on the host)"] += seconds
+    return used
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in sorted(set(before) | set(after))}
 
 
 def _seconds(start: str | None, end: str | None) -> float:
@@ -155,6 +201,7 @@ class RawBurst:
     build_s: list[float] = field(default_factory=list)  # per VM: volume + define + start
     start_s: list[float] = field(default_factory=list)  # per VM: create() alone
     vms: list[RawVm] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def raw_burst(hv: Hypervisor, settings: Settings, image_path: str, n: int, threads: int) -> RawBurst:
@@ -176,10 +223,12 @@ def raw_burst(hv: Hypervisor, settings: Settings, image_path: str, n: int, threa
         result.start_s.append(time.perf_counter() - starting)
         result.build_s.append(time.perf_counter() - began)
 
+    cpu_before = cpu_by_component()
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as executor:
         list(executor.map(build, vms))
     result.wall_s = time.perf_counter() - start
+    result.cpu_s = cpu_delta(cpu_before, cpu_by_component())
     return result
 
 
@@ -306,6 +355,20 @@ def main(
                     percentile(burst_probe, 99),
                     len(burst_probe),
                 ],
+            ],
+        )
+    )
+    components = sorted({k for r in [*api_runs, *raw_runs] for k in r.cpu_s})
+    click.echo(
+        table(
+            ["CPU seconds during the burst (median)", "API burst", "raw burst"],
+            [
+                [
+                    c,
+                    median([r.cpu_s.get(c, 0.0) for r in api_runs]),
+                    median([r.cpu_s.get(c, 0.0) for r in raw_runs]),
+                ]
+                for c in components
             ],
         )
     )
