@@ -187,6 +187,46 @@ def publish_micro(settings: Settings, n: int) -> None:
     click.echo(table(["publish", "median ms", "p99 ms"], rows))
 
 
+def profile_get(app: Flask, sessions: Any, n: int) -> None:
+    """GET /v1/tasks/<id> as the clients poll it, on a finished create (5 steps) if there is one:
+    per-GET time in-process, database round trips, and cProfile's top functions by own time."""
+    from sqlalchemy import select
+
+    from common.models import Task, TaskStep
+
+    with sessions() as session:
+        task_id = session.scalar(
+            select(Task.id)
+            .join(TaskStep, TaskStep.task_id == Task.id)
+            .order_by(Task.created_at.desc())
+            .limit(1)
+        )
+    if task_id is None:
+        click.echo("\nno task with steps yet: run a create first to profile GET /v1/tasks/<id>")
+        return
+    client = app.test_client()
+    for _ in range(20):
+        client.get(f"/v1/tasks/{task_id}")
+    COUNTS.clear()
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for _ in range(n):
+        TRACE.clear()
+        assert client.get(f"/v1/tasks/{task_id}").status_code == 200
+    profiler.disable()
+    wall = time.perf_counter() - start
+    db_rt = sum(v for k, v in COUNTS.items() if k.startswith("db: "))
+    trips = ", ".join(t.split("(")[0].strip()[:40] for t in TRACE)
+    click.echo(
+        f"\nGET /v1/tasks/{task_id}: {wall / n * 1000:.2f} ms per GET in-process (under cProfile), "
+        f"{db_rt / n:.0f} database round trips: {trips}"
+    )
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+    click.echo(out.getvalue())
+
+
 def drive(app: Flask, image: str, prefix: str, n: int) -> float:
     client = app.test_client()
     start = time.perf_counter()
@@ -216,7 +256,8 @@ def report(label: str, n: int, wall: float) -> None:
 @click.option(
     "--publish", default=500, show_default=True, help="Publishes per variant in the micro-benchmark."
 )
-def main(posts: int, cprofile: int, publish: int) -> None:
+@click.option("--gets", default=300, show_default=True, help="GET /v1/tasks/<id> to profile (0: none).")
+def main(posts: int, cprofile: int, publish: int, gets: int) -> None:
     settings = Settings()
     sessions = make_session_factory(make_engine(settings.database_url))
     image = ensure_no_worker_image(sessions)
@@ -249,6 +290,8 @@ def main(posts: int, cprofile: int, publish: int) -> None:
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(cprofile)
                 click.echo(out.getvalue())
+            if gets:
+                profile_get(app, sessions, gets)
         if publish:
             publish_micro(settings, publish)
     finally:
