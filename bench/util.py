@@ -1,0 +1,77 @@
+"""Small helpers the bench scripts share: the API under test, percentiles, a table printer, the
+no-worker image that makes `POST /v1/vms` accept without anything being built."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.models import Image
+
+# A host no worker consumes: tasks for it are committed and queued, never run.
+NO_WORKER_HOST = "bench-noworker"
+NO_WORKER_IMAGE = "bench-noworker"
+
+
+def default_api() -> str:
+    """The API of the stack these variables describe (scripts/stack.sh binds IAAS_API_BIND)."""
+    return f"http://{os.environ.get('IAAS_API_BIND', '127.0.0.1:8080')}"
+
+
+def percentile(samples: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of a non-empty sequence."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width table (Markdown-compatible), numbers right-aligned."""
+    cells = [[str(h) for h in headers], *[[_fmt(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        padded = (c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        return "| " + " | ".join(padded) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def ensure_no_worker_image(sessions: sessionmaker[Session], like: str = "tiny") -> str:
+    """Register image NO_WORKER_IMAGE on host NO_WORKER_HOST (a copy of image `like`'s row, so its path
+    is a real base volume when `like` exists). Creates against it are accepted and queued to a queue
+    nobody reads: the accept path alone is measured. Returns the image name."""
+    with sessions() as session, session.begin():
+        template = session.scalar(select(Image).where(Image.name == like))
+        values = {
+            "id": uuid.uuid4(),
+            "name": NO_WORKER_IMAGE,
+            "host": NO_WORKER_HOST,
+            "pool": template.pool if template else "none",
+            "volume": template.volume if template else "none",
+            "path": template.path if template else "/nonexistent/bench-noworker.qcow2",
+            "format": "qcow2",
+            "size_bytes": template.size_bytes if template else 1,
+            "virtual_size_bytes": template.virtual_size_bytes if template else 1,
+            "checksum_sha256": template.checksum_sha256 if template else "0" * 64,
+        }
+        session.execute(pg_insert(Image).values(**values).on_conflict_do_nothing(index_elements=["name"]))
+    return NO_WORKER_IMAGE
