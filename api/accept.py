@@ -49,9 +49,9 @@ def accept(record: Callable[[], Recorded], body: dict[str, Any] | None) -> Respo
     session.commit()
     # A delete that cancelled a create no worker had started is finished already: nothing to queue.
     if task.status == TaskStatus.PENDING:
-        queued_at = enqueue(runtime().celery, runtime().hints, task)
+        queued_at = enqueue(runtime().celery, runtime().autocommit, task)
         if queued_at is not None:
             reply["task"]["queued_at"] = queued_at.isoformat()
             if key is not None:  # a replay shows what this first answer shows (a hint, like queued_at)
-                update_answer(runtime().hints, key, reply)
+                update_answer(runtime().autocommit, key, reply)
     return answer(202, reply, task.id)

@@ -72,8 +72,8 @@ def record_answer(session: Session, key: str, status: int, body: dict[str, Any],
     row.status_code, row.response, row.task_id = status, body, task_id
 
 
-def update_answer(hints: Engine, key: str, body: dict[str, Any]) -> None:
+def update_answer(autocommit: Engine, key: str, body: dict[str, Any]) -> None:
     """Refresh a committed answer after the fact (it gained `queued_at`), as a hint: if this write is
     lost, a replay shows the task as first recorded, which is still true."""
-    with Session(hints) as session:
+    with Session(autocommit) as session:
         session.execute(update(IdempotencyKey).where(IdempotencyKey.key == key).values(response=body))

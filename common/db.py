@@ -16,26 +16,30 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def make_engine(database_url: str) -> Engine:
-    # pre_ping: a PostgreSQL restart must not poison the pool; connect_timeout: fail fast (503) when down.
+def make_engine(database_url: str, *, pre_ping: bool = True) -> Engine:
+    """pre_ping: test each connection as it leaves the pool, so a PostgreSQL restart does not poison
+    it (one round trip per checkout). The API turns it off: there a dead connection costs one 503
+    `database_unavailable`, after which SQLAlchemy has dropped the pool's stale connections.
+    connect_timeout: fail fast (503) when the database is down."""
     return create_engine(
         database_url,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_size=5,
         max_overflow=5,
         connect_args={"connect_timeout": 3},
     )
 
 
-def make_hint_engine(database_url: str) -> Engine:
-    """Autocommit with asynchronous commit, for writes that are hints, not facts: one round trip and
-    no wait for the WAL flush. A crash of PostgreSQL may lose the last few; whatever reads them must
-    tolerate that (the outbox's `queued_at`: a lost mark means one harmless duplicate message)."""
+def make_autocommit_engine(database_url: str) -> Engine:
+    """One statement, one round trip: no BEGIN, no COMMIT or ROLLBACK round trip, no pre-ping. For
+    reads that need no transaction, and for writes that are hints, not facts, which is why it commits
+    asynchronously (`synchronous_commit=off`: it does not wait for the WAL flush). A crash of
+    PostgreSQL may lose the last such writes; whatever reads them must tolerate that (the outbox's
+    `queued_at`: a lost mark means one harmless duplicate message)."""
     return create_engine(
         database_url,
-        pool_pre_ping=True,
-        pool_size=2,
-        max_overflow=3,
+        pool_size=5,
+        max_overflow=5,
         isolation_level="AUTOCOMMIT",
         connect_args={"connect_timeout": 3, "options": "-c synchronous_commit=off"},
     )

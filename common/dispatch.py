@@ -44,14 +44,14 @@ def publish(celery: Celery, task: Task) -> bool:
     return True
 
 
-def enqueue(celery: Celery, hints: Engine, task: Task) -> datetime | None:
-    """Publish a committed task and record when (through `hints`, common.db.make_hint_engine).
+def enqueue(celery: Celery, autocommit: Engine, task: Task) -> datetime | None:
+    """Publish a committed task and record when (through `autocommit`, common.db.make_autocommit_engine).
     Returns that time, or None when the broker refused (the sweep sends it later)."""
     if not publish(celery, task):
         return None
     at = datetime.now(UTC)
     try:
-        with Session(hints) as session:
+        with Session(autocommit) as session:
             lifecycle.mark_queued(session, task.id, at)
     except Exception as exc:  # queued all the same; without the mark the sweep sends a harmless copy
         log.warning("task %s queued, but recording that failed (%s)", task.id, exc)

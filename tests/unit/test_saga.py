@@ -50,6 +50,9 @@ class MemoryJournal:
         self.rows[step_id].update(status=status, **fields)
         self.events.append((self.rows[step_id]["name"], str(status)))
 
+    def flush(self) -> None:
+        pass  # every write above is immediate
+
     def statuses(self) -> list[tuple[str, str]]:
         return [(row["name"], str(row["status"])) for row in self.rows.values()]
 

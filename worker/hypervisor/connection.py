@@ -94,6 +94,7 @@ class Hypervisor:
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._pools: dict[str, tuple[libvirt.virConnect, libvirt.virStoragePool]] = {}
 
     @property
     def conn(self) -> libvirt.virConnect:
@@ -118,8 +119,16 @@ class Hypervisor:
     # --- storage ---------------------------------------------------------------------------------
 
     def pool(self, settings: Settings) -> libvirt.virStoragePool:
-        """The configured pool of this host."""
-        return self.ensure_pool(settings.storage_pool, settings.storage_pool_path)
+        """The configured pool of this host, made ready once per connection (two RPCs saved per
+        step). A pool destroyed behind our back makes the next volume call fail, and the saga
+        compensates; a new connection (libvirtd restarted) checks it again."""
+        conn = self.conn
+        cached = self._pools.get(settings.storage_pool)
+        if cached is not None and cached[0] is conn:
+            return cached[1]
+        pool = self.ensure_pool(settings.storage_pool, settings.storage_pool_path)
+        self._pools[settings.storage_pool] = (conn, pool)
+        return pool
 
     def volume_names(self, pool: libvirt.virStoragePool) -> list[str]:
         return [volume.name() for volume in pool.listAllVolumes(0)]

@@ -68,6 +68,7 @@ class Journal(Protocol):
     def load(self) -> dict[int, StepRecord]: ...
     def started(self, seq: int, name: str, undo_data: UndoData, existing: StepRecord | None) -> int: ...
     def mark(self, step_id: int, status: StepStatus, **fields: Any) -> None: ...
+    def flush(self) -> None: ...
 
 
 class LeaseLost(Exception):
@@ -153,6 +154,7 @@ class SagaRun(Generic[Ctx]):
                 self.journal.mark(step_id, StepStatus.FAILED, error=_short(exc))
                 raise SagaFailed(step.name, exc, self._compensate(done, history)) from exc
             self.journal.mark(step_id, StepStatus.SUCCEEDED)
+        self.journal.flush()  # the run is done: every mark is written before the task is finished
 
     def _check_deadline(self) -> None:
         if self.deadline is not None and datetime.now(UTC) >= self.deadline:
