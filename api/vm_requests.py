@@ -5,7 +5,7 @@ These functions add and flush; the view that called them owns the commit."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -31,22 +31,31 @@ def get_live_vm(session: Session, vm_id: uuid.UUID) -> Vm:
 
 
 def request_create(session: Session, body: VmCreate) -> tuple[Vm, Task]:
-    image = session.scalar(select(Image).where(Image.name == body.image))
+    """The VM and its create task in one statement (the hot path of the API): the VM's host is the
+    image's host (its disk is an overlay on the image), read in the same statement. When it inserts
+    nothing, the image is missing or too large for the disk, and a second read says which."""
+    vm = lifecycle.new_vm(host="", **body.model_dump())
+    task = _new_task(TaskKind.CREATE_VM, vm, body.model_dump())
+    try:
+        host = lifecycle.insert_vm_and_task(session, vm, task, disk_bytes=body.disk_gib * GIB)
+    except IntegrityError as exc:
+        _raise_conflict(exc, body.name)
+    if host is None:
+        _raise_unusable_image(session, body)
+    vm.host = task.host = host
+    return vm, task
+
+
+def _raise_unusable_image(session: Session, body: VmCreate) -> NoReturn:
+    image = session.execute(
+        select(Image.name, Image.virtual_size_bytes).where(Image.name == body.image)
+    ).first()
     if image is None:
         raise UnknownImage(f"No image named {body.image!r}; GET /v1/images lists them.", image=body.image)
-    if body.disk_gib * GIB < image.virtual_size_bytes:
-        needed = -(-image.virtual_size_bytes // GIB)
-        raise DiskTooSmall(
-            f"Image {image.name!r} needs a disk of at least {needed} GiB.", minimum_disk_gib=needed
-        )
-    # The VM's disk is an overlay on the image, so it lives where the image lives.
-    vm = lifecycle.new_vm(host=image.host, **body.model_dump())
-    task = _new_task(TaskKind.CREATE_VM, vm, body.model_dump())
-    session.add(vm)
-    _flush_or_conflict(session, body.name)  # the VM row first: the task points at it
-    session.add(task)
-    _flush_or_conflict(session, body.name)
-    return vm, task
+    needed = -(-image.virtual_size_bytes // GIB)
+    raise DiskTooSmall(
+        f"Image {image.name!r} needs a disk of at least {needed} GiB.", minimum_disk_gib=needed
+    )
 
 
 def request_destroy(session: Session, vm_id: uuid.UUID) -> tuple[Vm, Task]:
@@ -126,9 +135,13 @@ def _flush_or_conflict(session: Session, name: str) -> None:
     try:
         session.flush()
     except IntegrityError as exc:
-        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-        if constraint == _NAME_INDEX:
-            raise NameTaken(f"A VM named {name!r} already exists.", name=name) from exc
-        if constraint == _ACTIVE_TASK_INDEX:
-            raise VmBusy(f"VM {name!r} has a task in progress; wait for it to finish.") from exc
-        raise
+        _raise_conflict(exc, name)
+
+
+def _raise_conflict(exc: IntegrityError, name: str) -> NoReturn:
+    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    if constraint == _NAME_INDEX:
+        raise NameTaken(f"A VM named {name!r} already exists.", name=name) from exc
+    if constraint == _ACTIVE_TASK_INDEX:
+        raise VmBusy(f"VM {name!r} has a task in progress; wait for it to finish.") from exc
+    raise exc

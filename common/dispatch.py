@@ -51,8 +51,8 @@ def enqueue(celery: Celery, autocommit: Engine, task: Task) -> datetime | None:
         return None
     at = datetime.now(UTC)
     try:
-        with Session(autocommit) as session:
-            lifecycle.mark_queued(session, task.id, at)
+        with autocommit.connect() as connection:
+            lifecycle.mark_queued(connection, task.id, at)
     except Exception as exc:  # queued all the same; without the mark the sweep sends a harmless copy
         log.warning("task %s queued, but recording that failed (%s)", task.id, exc)
     return at
