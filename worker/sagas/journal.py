@@ -56,7 +56,11 @@ class DbJournal:
                     return None
                 return work(session)
 
-        result = db_retrying(self.retry_s)(unit)
+        try:
+            result = db_retrying(self.retry_s)(unit)
+        except BaseException:
+            self._succeeded = pending  # not written: it waits for the next write, as before
+            raise
         if result is None:
             raise self._lost()
         return result

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, noload, sessionmaker
 
 from common import lifecycle
 from common.config import Settings
@@ -80,7 +80,7 @@ def heartbeat(sessions: sessionmaker[Session], settings: Settings, claimed: Clai
 def load_context(sessions: sessionmaker[Session], settings: Settings, claimed: Claim) -> VmContext:
     with sessions() as session:
         vm = session.get(Vm, claimed.vm_id)
-        task = session.get(Task, claimed.task_id)
+        task = session.get(Task, claimed.task_id, options=[noload(Task.steps)])  # the journal reads them
         if vm is None or task is None:
             raise LookupError(f"VM {claimed.vm_id} of task {claimed.task_id} does not exist")
         return VmContext.load(session, vm, settings, resources.hypervisor(), sessions, task.request)
