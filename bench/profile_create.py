@@ -20,7 +20,9 @@ the API)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import threading
 import time
 import uuid
@@ -142,6 +144,8 @@ def raw_create(
     seconds = time.perf_counter() - start
     hv.undefine_domain(vm_id)
     hv.delete_volume(pool, volume)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(f"{log_dir}/{vm_id}.log")
     return seconds, vm_id
 
 
