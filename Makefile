@@ -10,6 +10,10 @@ VENV ?= $(CURDIR)/.venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 TINY_IMAGE := $(CURDIR)/images/tiny.qcow2
 STAMP_VENV := $(VENV)/.installed
+LOCK := $(CURDIR)/requirements.lock
+LOCK_UPGRADE ?= --upgrade
+LOCK_PYTHON ?= /usr/bin/python3
+LOCK_VENV := $(RUN_DIR)/lock-venv
 export RUN_DIR VENV
 
 # Detected once (scripts/detect-domain-type.sh) unless you set IAAS_DOMAIN_TYPE yourself.
@@ -19,10 +23,10 @@ ifneq ($(IAAS_DOMAIN_TYPE),)
 export IAAS_DOMAIN_TYPE
 endif
 
-.PHONY: help up down status logs test lint migrate deps services venv image unit clean _stack-up _pytest
+.PHONY: help up down status logs test lint docs migrate deps services venv lock check-install image unit clean _stack-up _pytest
 
 help: ## Show this help
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 deps: ## Install the missing Debian packages (PostgreSQL, Redis, libvirt, qemu, build headers)
 	@scripts/install-deps.sh
@@ -30,14 +34,42 @@ deps: ## Install the missing Debian packages (PostgreSQL, Redis, libvirt, qemu, 
 services: deps ## Start PostgreSQL, Redis, virtlogd and libvirtd when they are down
 	@scripts/start-services.sh
 
-$(STAMP_VENV): pyproject.toml
-	@echo "==> creating $(VENV) and installing mini-iaas with its dependencies"
+# The venv installs the exact versions (and hashes) of $(LOCK), never "whatever is newest".
+# pip, setuptools, wheel and packaging come first, at their locked versions, because the packages
+# that PyPI has only as source (psycopg2, libvirt-python) and mini-iaas itself are then built with
+# them, without build isolation (which would fetch the newest setuptools instead).
+$(STAMP_VENV): pyproject.toml $(LOCK)
+	@echo "==> creating $(VENV) and installing mini-iaas with the versions pinned in $(notdir $(LOCK))"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install -q --upgrade pip
-	@$(VENV)/bin/pip install -q -e '.[dev]'
+	@awk '/^[a-z]/ { keep = $$1 ~ /^(pip|setuptools|wheel|packaging)==/ } keep' $(LOCK) > $(VENV)/build-tools.txt
+	@$(VENV)/bin/pip install -q --require-hashes --no-deps -r $(VENV)/build-tools.txt
+	@$(VENV)/bin/pip install -q --require-hashes --no-build-isolation -r $(LOCK)
+	@$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	@$(VENV)/bin/pip check >/dev/null || $(VENV)/bin/pip check
 	@touch $@
 
-venv: deps $(STAMP_VENV) ## Create .venv with mini-iaas and its dependencies
+venv: deps $(STAMP_VENV) ## Create .venv with mini-iaas and the exact dependency versions of requirements.lock
+
+# The lock is resolved by Debian 12's own Python (3.11.2), the one a fresh install runs: some
+# dependencies depend on the patch release (redis needs async-timeout only before 3.11.3), so a lock
+# resolved on a newer 3.11 would miss them; the other way round, pip merely installs one package
+# more. pip-compile runs in a venv of its own (.run/lock-venv) with the pip-tools version of the lock.
+# LOCK_UPGRADE= (empty) keeps the current pins where pyproject.toml still allows them;
+# LOCK_UPGRADE='--upgrade-package ruff' moves just one package.
+lock: ## Re-resolve requirements.lock to the newest versions pyproject.toml allows (commit the diff)
+	@$(LOCK_PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
+		|| { echo "make lock: $(LOCK_PYTHON) is not Python 3.11 (Debian 12's); set LOCK_PYTHON" >&2; exit 1; }
+	@test -x $(LOCK_VENV)/bin/python || $(LOCK_PYTHON) -m venv $(LOCK_VENV)
+	@{ grep -E '^[a-z0-9]' $(LOCK) 2>/dev/null || true; } | cut -d' ' -f1 > $(LOCK_VENV)/constraints.txt
+	@$(LOCK_VENV)/bin/pip install -q -c $(LOCK_VENV)/constraints.txt pip "pip-tools>=7.4,<8"
+	@echo "==> resolving pyproject.toml (dev extra, build requirements) with Python $$($(LOCK_PYTHON) -V | cut -d' ' -f2) into $(notdir $(LOCK))"
+	@CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q $(LOCK_UPGRADE) --extra dev --all-build-deps \
+		--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file $(LOCK) pyproject.toml
+	@echo "==> done: review 'git diff $(notdir $(LOCK))', run 'make venv' and the tests, then commit it"
+
+check-install: ## `make deps venv` in a fresh minimal Debian 12 chroot, as a new user would (minutes)
+	@scripts/check-install.sh
 
 migrate: services venv ## Create the database if missing and apply the migrations
 	@scripts/ensure-database.sh
@@ -89,6 +121,9 @@ lint: venv ## Run ruff and mypy
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
+
+docs: venv ## Regenerate docs/configuration.md from the settings' descriptions in common/config.py
+	@$(VENV)/bin/python -m common.config_reference
 
 clean: down ## Stop the stack and remove the run folder and the venv (the database stays)
 	rm -rf $(RUN_DIR) $(VENV)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Engine, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,3 +70,10 @@ def record_answer(session: Session, key: str, status: int, body: dict[str, Any],
     row = session.get(IdempotencyKey, key)
     assert row is not None
     row.status_code, row.response, row.task_id = status, body, task_id
+
+
+def update_answer(autocommit: Engine, key: str, body: dict[str, Any]) -> None:
+    """Refresh a committed answer after the fact (it gained `queued_at`), as a hint: if this write is
+    lost, a replay shows the task as first recorded, which is still true."""
+    with Session(autocommit) as session:
+        session.execute(update(IdempotencyKey).where(IdempotencyKey.key == key).values(response=body))

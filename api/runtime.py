@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
-from common.db import make_engine, make_session_factory
+from common.db import make_autocommit_engine, make_engine, make_session_factory
 from common.queue import make_celery
 
 log = logging.getLogger(__name__)
@@ -24,11 +24,19 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     celery: Celery
+    # One-statement reads (GET /v1/tasks/<id>) and hint writes (the outbox's `queued_at`).
+    autocommit: Engine
 
     @classmethod
     def install(cls, app: Flask, settings: Settings) -> Runtime:
-        engine = make_engine(settings.database_url)
-        runtime = cls(settings, engine, make_session_factory(engine), make_celery(settings))
+        engine = make_engine(settings.database_url, pre_ping=False)
+        runtime = cls(
+            settings,
+            engine,
+            make_session_factory(engine),
+            make_celery(settings),
+            make_autocommit_engine(settings.database_url),
+        )
         app.extensions["iaas"] = runtime
         app.teardown_appcontext(_close_session)
         return runtime

@@ -7,21 +7,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.schemas import VmCreate
+from common import lifecycle
 from common.errors import DiskTooSmall, InvalidState, NameTaken, NotFound, UnknownImage, VmBusy
+from common.lifecycle import VmOp
 from common.models import Image, Task, Vm
-from common.states import (
-    ACTIVE_TASK_STATUSES,
-    DELETABLE_VM_STATUSES,
-    PowerState,
-    TaskKind,
-    TaskStatus,
-    VmStatus,
-)
+from common.states import ACTIVE_TASK_STATUSES, TaskKind, VmStatus
 
 GIB = 1024**3
 _NAME_INDEX = "vms_live_name_unique"
@@ -44,13 +39,8 @@ def request_create(session: Session, body: VmCreate) -> tuple[Vm, Task]:
         raise DiskTooSmall(
             f"Image {image.name!r} needs a disk of at least {needed} GiB.", minimum_disk_gib=needed
         )
-    vm = Vm(
-        id=uuid.uuid4(),
-        status=VmStatus.PENDING,
-        power_state=PowerState.UNKNOWN,
-        host=image.host,  # the VM's disk is an overlay on the image, so it lives where the image lives
-        **body.model_dump(),
-    )
+    # The VM's disk is an overlay on the image, so it lives where the image lives.
+    vm = lifecycle.new_vm(host=image.host, **body.model_dump())
     task = _new_task(TaskKind.CREATE_VM, vm, body.model_dump())
     session.add(vm)
     _flush_or_conflict(session, body.name)  # the VM row first: the task points at it
@@ -63,13 +53,7 @@ def request_destroy(session: Session, vm_id: uuid.UUID) -> tuple[Vm, Task]:
     vm = get_live_vm(session, vm_id)
     if vm.status == VmStatus.PENDING:
         return _cancel_unstarted_create(session, vm)
-    moved = session.execute(
-        update(Vm)
-        .where(Vm.id == vm_id, Vm.status.in_(DELETABLE_VM_STATUSES))
-        .values(status=VmStatus.DELETING)
-        .returning(Vm.id)
-    ).first()
-    if moved is None:
+    if not lifecycle.try_move_vm(session, vm_id, VmOp.REQUEST_DELETE):
         _raise_busy_or_invalid(session, vm)
     task = _new_task(TaskKind.DESTROY_VM, vm, {})
     session.add(task)
@@ -83,38 +67,21 @@ def _cancel_unstarted_create(session: Session, vm: Vm) -> tuple[Vm, Task]:
     long): nothing exists on the hypervisor, so the create is cancelled and the delete is done at once.
     The cancel is a compare-and-set against the worker's claim (both need `pending`, and a claim
     counts an attempt): whichever commits first wins, and a started create answers 409 `vm_busy`."""
-    destroy_id = uuid.uuid4()
-    cancelled = session.scalar(
-        update(Task)
-        .where(
-            Task.vm_id == vm.id,
-            Task.kind == TaskKind.CREATE_VM,
-            Task.status == TaskStatus.PENDING,
-            Task.attempts == 0,
-        )
-        .values(
-            status=TaskStatus.FAILED,
-            finished_at=func.now(),
-            error={
-                "code": "cancelled",
-                "message": f"Cancelled by DELETE /v1/vms/{vm.id} before a worker started it; "
-                "nothing was created on the hypervisor.",
-                "details": {"destroy_task_id": str(destroy_id)},
-            },
-        )
-        .returning(Task.id)
+    task = lifecycle.new_finished_task(TaskKind.DESTROY_VM, vm.host, vm.id, {"vm_id": str(vm.id)})
+    cancelled = lifecycle.cancel_unstarted(
+        session,
+        vm.id,
+        TaskKind.CREATE_VM,
+        {
+            "code": "cancelled",
+            "message": f"Cancelled by DELETE /v1/vms/{vm.id} before a worker started it; "
+            "nothing was created on the hypervisor.",
+            "details": {"destroy_task_id": str(task.id)},
+        },
     )
-    gone = session.execute(
-        update(Vm)
-        .where(Vm.id == vm.id, Vm.status == VmStatus.PENDING)
-        .values(status=VmStatus.DELETED, deleted_at=func.now())
-        .returning(Vm.id)
-    ).first()
-    if cancelled is None or gone is None:  # the request's transaction is rolled back with the error
+    gone = lifecycle.try_move_vm(session, vm.id, VmOp.CANCEL_CREATE, deleted_at=func.now())
+    if cancelled is None or not gone:  # the request's transaction is rolled back with the error
         _raise_busy_or_invalid(session, vm)
-    task = _new_task(TaskKind.DESTROY_VM, vm, {})
-    task.id, task.status = destroy_id, TaskStatus.SUCCEEDED
-    task.started_at = task.finished_at = func.now()  # SQL: the database clock, as everywhere
     task.result = {"vm_id": str(vm.id), "cancelled_task_id": str(cancelled)}
     session.add(task)
     session.flush()
@@ -144,9 +111,7 @@ def request_power(
 
 
 def _new_task(kind: TaskKind, vm: Vm, request: dict[str, Any]) -> Task:
-    return Task(
-        id=uuid.uuid4(), kind=kind, vm_id=vm.id, host=vm.host, status=TaskStatus.PENDING, request=request
-    )
+    return lifecycle.new_task(kind, vm.host, request, vm_id=vm.id)
 
 
 def _raise_busy_or_invalid(session: Session, vm: Vm) -> None:

@@ -35,8 +35,8 @@ import requests
 
 from bench.util import default_api, median, percentile, table
 from common.config import Settings
-from worker import libvirt_xml
-from worker.hypervisor import Hypervisor
+from worker.hypervisor import domain_xml as libvirt_xml
+from worker.hypervisor.connection import Hypervisor
 
 GIB = 1024**3
 TERMINAL = ("succeeded", "failed")

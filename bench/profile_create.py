@@ -36,10 +36,11 @@ import click
 import psycopg2
 import redis
 import requests
-
 import worker.saga as saga
 import worker.task_runner as task_runner
 import worker.vm_sagas as vm_sagas
+from worker.journal import DbJournal
+
 from api import create_app
 from bench import profile_accept
 from bench.util import NO_WORKER_HOST, default_api, ensure_no_worker_image, median, table
@@ -48,7 +49,6 @@ from common.queue import host_queue
 from common.states import TaskKind
 from worker import libvirt_xml, runtime
 from worker.hypervisor import Hypervisor
-from worker.journal import DbJournal
 
 GIB = 1024**3
 # (phase, step) -> seconds, for the current create

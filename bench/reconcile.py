@@ -22,9 +22,9 @@ from sqlalchemy import insert, text
 from common.config import Settings
 from common.db import make_engine, make_session_factory, transaction
 from common.models import Image, Vm
-from worker import libvirt_xml
-from worker.hypervisor import Hypervisor
-from worker.reconcile import reconcile_host
+from worker.hypervisor import domain_xml as libvirt_xml
+from worker.hypervisor.connection import Hypervisor
+from worker.reconcile.run import reconcile_host
 
 ADMIN_URL = "postgresql://iaas:iaas@127.0.0.1:5432/postgres"
 DB_URL = "postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/iaas_bench"

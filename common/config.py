@@ -1,4 +1,7 @@
-"""Configuration from `IAAS_*` environment variables (12-factor); defaults work on one machine."""
+"""Configuration from `IAAS_*` environment variables (12-factor); defaults work on one machine.
+
+Every field carries a `description`: `common/config_reference.py` renders them as
+docs/configuration.md (`make docs`), and a unit test fails when that file is stale."""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from common.names import DNS_LABEL_RE
 HOST_NAME_RE = DNS_LABEL_RE
 
 
+# docs/configuration.md shows this default by the docstring: the value depends on the machine.
 def _default_host() -> str:
+    """this machine's short host name in lower case (`localhost` if that is not a DNS label)"""
     name = socket.gethostname().split(".")[0].lower()
     return name if HOST_NAME_RE.match(name) else "localhost"
 
@@ -23,47 +28,158 @@ def _default_host() -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IAAS_", env_ignore_empty=True, frozen=True, extra="ignore")
 
-    database_url: str = "postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/iaas"
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    libvirt_uri: str = "qemu:///system"
-    # `auto`: kvm when /dev/kvm exists, plain qemu (software emulation) otherwise; `test` for test:///.
-    domain_type: Literal["auto", "kvm", "qemu", "test"] = "auto"
-    storage_pool: str = "mini-iaas"
-    storage_pool_path: str = "/var/lib/mini-iaas/pool"
-    console_log_dir: str = "/var/log/mini-iaas/console"
-    host: str = Field(default_factory=_default_host)
-    reconcile_interval_s: int = Field(default=60, ge=5)
-    # What reconciliation does about each kind of finding ("kind=action,..."); unnamed kinds only log.
-    # ghost_domain=reap|log, missing_domain=mark_error|log, power_drift=fix|log,
-    # orphan_volume=reap|log, stuck_task=fail|log; foreign domains are only ever reported.
-    reconcile_actions: str = ""
-    # Every hypervisor host beat schedules reconciliation for (comma-separated); default: IAAS_HOST.
-    hosts: str = ""
-    # Seconds a whole task may take; past it the task is failed and compensated.
-    task_deadline_s: int = Field(default=600, ge=10)
-    # Seconds one saga step (one or a few libvirt calls) may take before it counts as failed.
-    step_timeout_s: float = Field(default=120, gt=0)
-    # A running task's lease: renewed every third of it while its worker lives; once it runs out the
-    # recovery sweep hands the task to another run. Recovery time <= lease + sweep interval.
-    task_lease_s: float = Field(default=30, ge=1)
-    # How often beat runs the sweeps (outbox re-send, lease recovery, idempotency-key expiry).
-    sweep_interval_s: float = Field(default=10, ge=0.5)
-    # A task committed this long ago and still not queued is sent by the sweep (the API that committed
-    # it normally queues it at once; this grace keeps the two from racing).
-    outbox_grace_s: float = Field(default=5, ge=0)
-    # A pending task queued this long ago but never started is sent again (its message may be lost).
-    requeue_after_s: float = Field(default=120, ge=1)
-    # A graceful stop waits this long for the guest to power off before pulling the plug.
-    stop_timeout_s: float = Field(default=30, ge=0)
-    # Runs of one task after which it stops going forward and only compensates.
-    max_attempts: int = Field(default=5, ge=1)
-    # How long the worker retries its own database writes through an outage before giving up.
-    db_retry_s: float = Field(default=120, ge=1)
-    worker_concurrency: int = Field(default=4, ge=1, le=64)
-    # Failure injection for tests, e.g. "create_vm.start_domain=raise". Inert unless set.
-    failpoints: str = ""
-    # Also read failpoints from the `failpoints` table (tests set them at run time). Off by default.
-    failpoints_table: bool = False
+    database_url: str = Field(
+        default="postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/iaas",
+        description="SQLAlchemy URL of the PostgreSQL database, the only source of truth. For a local URL "
+        "`make up` (`scripts/ensure-database.sh`) creates the role (with its password, `CREATEDB`) and "
+        "the database through the local socket as `postgres`, then migrates with Alembic; Debian's "
+        "stock `pg_hba.conf` (`scram-sha-256` on 127.0.0.1) accepts it as is. Change it for a database "
+        "on another machine (create the role and database there yourself) or with other credentials.",
+    )
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="URL of Redis, the Celery broker. It carries only wake-up calls; task status lives "
+        "in PostgreSQL. Change it when Redis runs elsewhere or another Redis database is wanted.",
+    )
+    libvirt_uri: str = Field(
+        default="qemu:///system",
+        description="libvirt connection URI of the worker and `iaas-events`. `test:///default` is "
+        "libvirt's in-process test driver (the integration tests use it); change it only for that or "
+        "for a libvirtd reached another way.",
+    )
+    domain_type: Literal["auto", "kvm", "qemu", "test"] = Field(
+        default="auto",
+        description="Domain type of the guests: `kvm`, `qemu` (software emulation, TCG), `test` (the "
+        "test driver) or `auto`: `test` for `test:` URIs, else `kvm` when `/dev/kvm` is read- and "
+        "writable, else `qemu`. The Makefile sets it from `.run/domain-type` (written once by "
+        "`scripts/detect-domain-type.sh`, which boots a guest under KVM to see whether KVM really works) "
+        "unless you set it yourself; set it to `qemu` where KVM accepts guests but cannot run them.",
+    )
+    storage_pool: str = Field(
+        default="mini-iaas",
+        description="Name of the libvirt storage pool that holds images and VM disks (a `dir` pool, "
+        "defined, built and autostarted on first use). Change it only to keep several installations "
+        "apart on one libvirtd.",
+    )
+    storage_pool_path: str = Field(
+        default="/var/lib/mini-iaas/pool",
+        description="Directory of that storage pool, used when mini-iaas has to define the pool (an "
+        "existing pool keeps its own directory). Change it to put the disks on another file system.",
+    )
+    console_log_dir: str = Field(
+        default="/var/log/mini-iaas/console",
+        description="Directory where virtlogd writes each guest's serial console, as `<vm id>.log`; the "
+        "destroy saga deletes that file. Change it to keep console logs elsewhere.",
+    )
+    host: str = Field(
+        default_factory=_default_host,
+        description="Name of this hypervisor host, a lowercase DNS label (`a-z`, `0-9`, `-`, at most 63 "
+        "characters). Its worker consumes the queue `host.<IAAS_HOST>`; images imported here and the VMs "
+        "built on them belong to it; `POST /v1/actions/reconcile` without a host reconciles the API's "
+        "`IAAS_HOST`. Set it when the machine's host name is not a DNS label or not the name wanted; it "
+        "must stay the same for the life of the host's VMs.",
+    )
+    reconcile_interval_s: int = Field(
+        default=60,
+        ge=5,
+        description="Seconds between the reconciliations beat sends for each host of `IAAS_HOSTS`; a "
+        "message not started within that time is dropped. Read by beat. Lower it to catch out-of-band "
+        "changes sooner, raise it for hosts with very many VMs.",
+    )
+    reconcile_actions: str = Field(
+        default="",
+        description="What reconciliation does about each kind of finding, `kind=action,…`: "
+        "`ghost_domain=reap|log`, `missing_domain=mark_error|log`, `power_drift=fix|log`, "
+        "`orphan_volume=reap|log`, `stuck_task=fail|log`; unnamed kinds (all of them when empty) only "
+        "log, and foreign domains are only ever reported. Example: "
+        "`ghost_domain=reap,missing_domain=mark_error,power_drift=fix,orphan_volume=reap,stuck_task=fail`. "
+        "Read by the worker, which refuses to start on a malformed value. Set it once the logged findings "
+        "are trusted.",
+    )
+    hosts: str = Field(
+        default="",
+        description="Comma-separated hypervisor hosts beat schedules reconciliation for, each a lowercase "
+        "DNS label; empty means just `IAAS_HOST`. Read by beat. Set it when one beat serves several hosts.",
+    )
+    task_deadline_s: int = Field(
+        default=600,
+        ge=10,
+        description="Seconds a whole task may take, counted from its creation; no step runs past it, and "
+        "then the task is compensated and fails. Redis redelivers an unacknowledged message after twice "
+        "this. Raise it for slow hosts or large disks.",
+    )
+    step_timeout_s: float = Field(
+        default=120,
+        gt=0,
+        description="Seconds one saga step (one or a few libvirt calls), or one undo attempt, may take "
+        "before it counts as failed, so that a wedged libvirtd cannot hold a task. Must stay above "
+        "`IAAS_STOP_TIMEOUT_S`. Raise it only if normal steps come close to it.",
+    )
+    task_lease_s: float = Field(
+        default=30,
+        ge=1,
+        description="Seconds of a running task's lease, renewed every third of it while its worker lives; "
+        "once it runs out, the sweep hands the task to another run. A dead worker's task is recovered "
+        "within this plus `IAAS_SWEEP_INTERVAL_S`. Lower it for faster recovery, at the cost of more "
+        "heartbeat writes.",
+    )
+    sweep_interval_s: float = Field(
+        default=10,
+        ge=0.5,
+        description="Seconds between the sweeps beat sends (lease recovery, outbox re-send, "
+        "idempotency-key expiry). Lower it for faster recovery after a worker death or a broker outage.",
+    )
+    outbox_grace_s: float = Field(
+        default=5,
+        ge=0,
+        description="Seconds after its commit before the sweep sends a task that was never queued (Redis "
+        "was down, or the API died after its commit). The API that committed a task normally queues it "
+        "at once; this grace keeps the two from racing. Rarely worth changing.",
+    )
+    requeue_after_s: float = Field(
+        default=120,
+        ge=1,
+        description="Seconds after it was queued before a `pending` task that never started is sent "
+        "again (its message may have been lost with Redis). Raise it when queues are routinely longer.",
+    )
+    stop_timeout_s: float = Field(
+        default=30,
+        ge=0,
+        description="Seconds a graceful stop waits for the guest to power off after the ACPI power button "
+        "before pulling the plug. Must be shorter than `IAAS_STEP_TIMEOUT_S` (a stop is one step). Raise "
+        "it for guests that take long to shut down.",
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Runs of one task after which it stops going forward and only compensates, so that a "
+        "task that keeps killing its worker cannot loop. Rarely worth changing.",
+    )
+    db_retry_s: float = Field(
+        default=120,
+        ge=1,
+        description="Seconds the worker (and `iaas-events`) retries its own database writes through a "
+        "PostgreSQL outage before giving up. Raise it where database fail-overs take longer.",
+    )
+    worker_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Threads of the worker, i.e. tasks run at once per host. Raise it for hosts that "
+        "create or destroy many VMs at a time.",
+    )
+    failpoints: str = Field(
+        default="",
+        description="Failure injection for tests, comma-separated `<saga>.<step>[.done]=raise` or "
+        "`=pause`, e.g. `create_vm.start_domain=raise` (see [Failpoints](architecture.md#failpoints)); a "
+        "pause set here can never be cleared. Inert unless set; a malformed value stops the worker at start. "
+        "Leave it empty outside tests.",
+    )
+    failpoints_table: bool = Field(
+        default=False,
+        description="Also read failpoints from the `failpoints` table, which tests change while the "
+        "worker runs. Leave it off outside tests.",
+    )
 
     @property
     def host_list(self) -> list[str]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -12,16 +13,35 @@ from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def make_engine(database_url: str) -> Engine:
-    # pre_ping: a PostgreSQL restart must not poison the pool; connect_timeout: fail fast (503) when down.
+def make_engine(database_url: str, *, pre_ping: bool = True) -> Engine:
+    """pre_ping: test each connection as it leaves the pool, so a PostgreSQL restart does not poison
+    it (one round trip per checkout). The API turns it off: there a dead connection costs one 503
+    `database_unavailable`, after which SQLAlchemy has dropped the pool's stale connections.
+    connect_timeout: fail fast (503) when the database is down."""
     return create_engine(
         database_url,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_size=5,
         max_overflow=5,
         connect_args={"connect_timeout": 3},
+    )
+
+
+def make_autocommit_engine(database_url: str) -> Engine:
+    """One statement, one round trip: no BEGIN, no COMMIT or ROLLBACK round trip, no pre-ping. For
+    reads that need no transaction, and for writes that are hints, not facts, which is why it commits
+    asynchronously (`synchronous_commit=off`: it does not wait for the WAL flush). A crash of
+    PostgreSQL may lose the last such writes; whatever reads them must tolerate that (the outbox's
+    `queued_at`: a lost mark means one harmless duplicate message)."""
+    return create_engine(
+        database_url,
+        pool_size=5,
+        max_overflow=5,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 3, "options": "-c synchronous_commit=off"},
     )
 
 
@@ -52,3 +72,14 @@ def db_retrying(seconds: float) -> Retrying:
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )
+
+
+def in_transaction(factory: sessionmaker[Session], retry_s: float, work: Callable[[Session], T]) -> T:
+    """Run `work(session)` in one transaction, retried as a whole through a database outage of up
+    to `retry_s` seconds (each retry is a fresh transaction, so `work` must read what it needs)."""
+
+    def unit() -> T:
+        with transaction(factory) as session:
+            return work(session)
+
+    return db_retrying(retry_s)(unit)

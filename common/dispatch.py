@@ -1,18 +1,25 @@
-"""Handing committed tasks to the broker (the outbox's publishing half)."""
+"""Handing committed tasks to the broker: the outbox's publishing half.
+
+A task is committed with `queued_at` NULL, then published; `queued_at` is then set as a hint (one
+autocommitted UPDATE that does not wait for the WAL flush). A task whose publish failed, or whose
+API died before publishing, stays unqueued, and the sweep sends it after IAAS_OUTBOX_GRACE_S; a lost
+hint only means one duplicate message, which the claim's compare-and-set makes harmless. A committed
+task is never lost."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+import uuid
+from collections.abc import Collection
+from datetime import UTC, datetime
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db import transaction
+from common import lifecycle
 from common.models import Task
 from common.queue import TASK_NAMES, host_queue
-from common.states import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +44,36 @@ def publish(celery: Celery, task: Task) -> bool:
     return True
 
 
-def publish_and_mark(celery: Celery, factory: sessionmaker[Session], task: Task) -> bool:
-    """Publish, then record `queued_at` so the sweep knows this one left the building."""
+def enqueue(celery: Celery, autocommit: Engine, task: Task) -> datetime | None:
+    """Publish a committed task and record when (through `autocommit`, common.db.make_autocommit_engine).
+    Returns that time, or None when the broker refused (the sweep sends it later)."""
     if not publish(celery, task):
-        return False
-    with transaction(factory) as session:
-        session.execute(
-            update(Task)
-            .where(Task.id == task.id, Task.queued_at.is_(None))
-            .values(queued_at=datetime.now(UTC))
-        )
-    return True
+        return None
+    at = datetime.now(UTC)
+    try:
+        with Session(autocommit) as session:
+            lifecycle.mark_queued(session, task.id, at)
+    except Exception as exc:  # queued all the same; without the mark the sweep sends a harmless copy
+        log.warning("task %s queued, but recording that failed (%s)", task.id, exc)
+    return at
 
 
-def resend_unqueued(celery: Celery, factory: sessionmaker[Session], grace_s: float) -> int:
-    """Publish the pending tasks that were committed but never queued. Returns how many."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=grace_s)
-    with factory() as session:
-        tasks = session.scalars(
-            select(Task)
-            .where(
-                Task.status == TaskStatus.PENDING,
-                Task.queued_at.is_(None),
-                # recovered tasks are old but were queued before: the grace is for fresh ones only
-                (Task.created_at < cutoff) | (Task.attempts > 0),
-            )
-            .order_by(Task.created_at)
-        ).all()
-    sent = sum(publish_and_mark(celery, factory, task) for task in tasks)
+def resend_unqueued(
+    celery: Celery,
+    sessions: sessionmaker[Session],
+    grace_s: float,
+    only: Collection[uuid.UUID] | None = None,
+) -> int:
+    """Publish the pending tasks that were committed but never queued (`only` these, if given).
+    Returns how many were sent."""
+    with sessions() as session:
+        tasks = lifecycle.unqueued_tasks(session, grace_s, only)
+    sent = 0
+    for task in tasks:
+        if publish(celery, task):
+            with sessions.begin() as session:
+                lifecycle.mark_queued(session, task.id, datetime.now(UTC))
+            sent += 1
     if tasks:
         log.info("re-sent %d of %d unqueued tasks", sent, len(tasks))
     return sent

@@ -10,48 +10,33 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import delete, update
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from common import lifecycle
 from common.config import Settings
 from common.db import transaction
 from common.dispatch import resend_unqueued
-from common.models import IdempotencyKey, Task
-from common.states import TaskStatus
+from common.models import IdempotencyKey
 
 log = logging.getLogger(__name__)
 
 
 def recover_expired_leases(factory: sessionmaker[Session]) -> list[str]:
     with transaction(factory) as session:
-        ids = session.scalars(
-            update(Task)
-            .where(
-                Task.status == TaskStatus.RUNNING,
-                Task.lease_expires_at < datetime.now(UTC),
-            )
-            .values(status=TaskStatus.PENDING, lease_owner=None, lease_expires_at=None, queued_at=None)
-            .returning(Task.id)
-        ).all()
+        ids = lifecycle.requeue_expired(session)
     if ids:
         log.warning("recovered %d tasks whose worker stopped renewing its lease: %s", len(ids), ids)
     return [str(i) for i in ids]
 
 
 def forget_stale_queueing(factory: sessionmaker[Session], older_than_s: float) -> list[str]:
-    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
     with transaction(factory) as session:
-        ids = session.scalars(
-            update(Task)
-            .where(Task.status == TaskStatus.PENDING, Task.queued_at < cutoff)
-            .values(queued_at=None)
-            .returning(Task.id)
-        ).all()
-    return [str(i) for i in ids]
+        return [str(i) for i in lifecycle.forget_stale_queueing(session, older_than_s)]
 
 
 def expire_idempotency_keys(factory: sessionmaker[Session]) -> int:

@@ -2,12 +2,19 @@
 # Installs the Debian packages mini-iaas needs, only those missing (idempotent). Run as root.
 set -euo pipefail
 
+# What a minimal Debian 12 (debootstrap --variant=minbase) lacks for `make up`; `make check-install`
+# proves the `make deps venv` part of that in such a chroot.
 packages=(
     postgresql redis-server                      # the database and the broker
     libvirt-daemon-system libvirt-clients        # libvirtd, virtlogd, virsh
     qemu-system-x86 qemu-utils                   # the hypervisor and qemu-img
-    libvirt-dev pkg-config gcc python3-dev       # to build libvirt-python in the venv
-    python3-venv curl                            # the venv; curl for the README walk-through
+    python3 python3-venv python3-dev gcc         # the venv, and a compiler for the packages PyPI has only as source:
+    libvirt-dev pkg-config                       #   libvirt-python
+    libpq-dev                                    #   psycopg2 (pg_config and its headers)
+    ca-certificates                              # pip's HTTPS downloads
+    procps                                       # pgrep in start-services.sh
+    file                                         # build-tiny-image.sh's check that busybox is static
+    curl                                         # stack.sh's readiness check and the README walk-through
 )
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]; }

@@ -8,7 +8,7 @@ wait_for() {  # wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND until it s
     shift 2
     until "$@" >/dev/null 2>&1; do
         if ((SECONDS >= deadline)); then
-            echo "$what did not come up; see its log (README: Troubleshooting)" >&2
+            echo "$what did not come up; see its log (docs/operations.md: Troubleshooting)" >&2
             return 1
         fi
         sleep 0.2

@@ -1,14 +1,12 @@
-"""Shared by every test: markers follow the folder a test lives in, and polling with a deadline."""
+"""Fixtures shared by every test, and the markers that follow the folder a test lives in. What the
+tests import lives in tests/support/."""
 
 from __future__ import annotations
 
-import os
 import statistics
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg2
 import pytest
@@ -19,19 +17,18 @@ from sqlalchemy import delete
 
 from common.db import make_engine, make_session_factory, transaction
 from common.models import Failpoint
+from tests.support.environment import (
+    ADMIN_URL,
+    EVENT_LATENCIES,
+    INJECTED,
+    RECOVERY_TIMES,
+    ROOT,
+    TAKEOVER_TIMES,
+    TEST_BROKER,
+    TEST_DATABASE_URL,
+    TEST_DB,
+)
 
-T = TypeVar("T")
-# What the suite injected, printed at the end of the run (the numbers the issue asks to report).
-INJECTED: Counter[str] = Counter()
-RECOVERY_TIMES: list[float] = []
-# (what virsh did out of band, seconds from the listener receiving the event to the row reading it)
-EVENT_LATENCIES: list[tuple[str, float]] = []
-ROOT = Path(__file__).resolve().parents[1]
-ADMIN_URL = os.environ.get("IAAS_TEST_ADMIN_URL", "postgresql://iaas:iaas@127.0.0.1:5432/postgres")
-TEST_DB = "iaas_test"
-TEST_DATABASE_URL = f"postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/{TEST_DB}"
-# A Redis database of its own: messages of a running `make up` stack never mix with the tests'.
-TEST_BROKER = os.environ.get("IAAS_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
 _FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
 
 
@@ -52,23 +49,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"n={len(RECOVERY_TIMES)}, median {statistics.median(RECOVERY_TIMES):.2f} s, "
             f"max {max(RECOVERY_TIMES):.2f} s"
         )
+    if TAKEOVER_TIMES:
+        terminalreporter.write_line(
+            "takeover by a restarted worker, 30 s lease (fresh worker started -> task finished): "
+            + ", ".join(f"{seconds:.2f} s" for seconds in TAKEOVER_TIMES)
+        )
     if EVENT_LATENCIES:
         measured = ", ".join(f"{what} {seconds * 1000:.0f} ms" for what, seconds in EVENT_LATENCIES)
         terminalreporter.write_line(f"libvirt lifecycle event -> VM row in the database: {measured}")
-
-
-def poll(
-    check: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str = "condition"
-) -> T:
-    """Call `check` until it returns something other than None, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)  # the pause between polls, not a synchronisation point
 
 
 @pytest.fixture(scope="session")

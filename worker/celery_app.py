@@ -3,4 +3,4 @@
 from common.config import get_settings
 from common.queue import make_celery
 
-app = make_celery(get_settings(), include=["worker.tasks", "worker.control", "worker.startup"])
+app = make_celery(get_settings(), include=["worker.tasks", "worker.control", "worker.boot"])

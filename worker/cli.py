@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from worker import runtime
-from worker.hypervisor import HypervisorError
+from worker import resources
+from worker.hypervisor.connection import HypervisorError
 from worker.images import ImageImportError, image_exists, import_image
 
 
@@ -28,14 +28,19 @@ def image() -> None:
 @click.option("--skip-existing", is_flag=True, help="Do nothing when an image NAME is registered already.")
 def image_import(name: str, path: str, skip_existing: bool) -> None:
     """Register the qcow2 file PATH as image NAME (uploaded into the storage pool through libvirt)."""
-    if skip_existing and image_exists(runtime.sessions(), name):
+    if skip_existing and image_exists(resources.sessions(), name):
         click.echo(f"image {name} is registered already; leaving it as it is")
         return
     size = os.path.getsize(path)
     try:
         with click.progressbar(length=size, label=f"uploading {name}", file=sys.stderr) as bar:
             image, created = import_image(
-                runtime.hypervisor(), runtime.sessions(), runtime.settings(), name, path, progress=bar.update
+                resources.hypervisor(),
+                resources.sessions(),
+                resources.settings(),
+                name,
+                path,
+                progress=bar.update,
             )
     except (ImageImportError, HypervisorError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -10,9 +10,9 @@ from typing import Any
 
 from celery.worker.control import inspect_command
 
-from worker import runtime
+from worker import resources
 
 
 @inspect_command()
 def hypervisor_inventory(state: Any) -> dict[str, Any]:
-    return runtime.hypervisor().inventory(runtime.settings().storage_pool)
+    return resources.hypervisor().inventory(resources.settings().storage_pool)

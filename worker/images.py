@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import libvirt
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,8 +16,8 @@ from common.config import Settings
 from common.db import transaction
 from common.models import Image
 from common.names import is_dns_label
-from worker import libvirt_xml
-from worker.hypervisor import Hypervisor
+from worker.hypervisor import domain_xml
+from worker.hypervisor.connection import Hypervisor
 
 QCOW2_MAGIC = b"QFI\xfb"
 _HEADER = struct.Struct(
@@ -83,15 +82,13 @@ def import_image(
             return existing, False
         raise ImageImportError(f"an image named {name!r} exists with other contents; pick another name")
 
-    pool = hv.ensure_pool(settings.storage_pool, settings.storage_pool_path)
-    volume_name = libvirt_xml.image_volume_name(name)
+    pool = hv.pool(settings)
+    volume_name = domain_xml.image_volume_name(name)
     hv.delete_volume(pool, volume_name)  # a leftover of an import that died before its row was written
     size = os.path.getsize(path)
-    volume = pool.createXML(libvirt_xml.plain_volume_xml(volume_name, size, "qcow2"), 0)
     try:
-        _upload(hv.conn, volume, path, size, progress)
-        pool.refresh(0)
-        info = hv.volume_info(pool.storageVolLookupByName(volume_name))
+        with open(path, "rb") as source:
+            info = hv.upload_volume(pool, volume_name, source, size, progress)
         image = Image(
             name=name,
             host=settings.host,
@@ -109,27 +106,3 @@ def import_image(
         hv.delete_volume(pool, volume_name)  # no half-imported image: the volume goes with the failure
         raise
     return image, True
-
-
-def _upload(
-    conn: libvirt.virConnect,
-    volume: libvirt.virStorageVol,
-    path: str,
-    size: int,
-    progress: Callable[[int], None],
-) -> None:
-    stream = conn.newStream(0)
-    volume.upload(stream, 0, size, 0)
-
-    def read_chunk(_stream: libvirt.virStream, nbytes: int, f: BinaryIO) -> bytes:
-        data = f.read(nbytes)
-        progress(len(data))
-        return data
-
-    try:
-        with open(path, "rb") as f:
-            stream.sendAll(read_chunk, f)
-        stream.finish()
-    except BaseException:
-        stream.abort()
-        raise

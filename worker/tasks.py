@@ -10,10 +10,11 @@ from celery import current_app, shared_task
 from common import sweeps
 from common.queue import SWEEP, TASK_NAMES
 from common.states import TaskKind
-from worker import runtime
-from worker.power_sagas import REBOOT_STEPS, START_STEPS, STOP_STEPS
-from worker.task_runner import run_reconcile_task, run_vm_task
-from worker.vm_sagas import CREATE_STEPS, DESTROY_STEPS
+from worker import resources
+from worker.sagas.create import CREATE_STEPS
+from worker.sagas.destroy import DESTROY_STEPS
+from worker.sagas.power import REBOOT_STEPS, START_STEPS, STOP_STEPS
+from worker.sagas.runner import run_reconcile_task, run_vm_task
 
 
 @shared_task(name=TASK_NAMES[TaskKind.CREATE_VM])
@@ -50,4 +51,4 @@ def reconcile(task_id: str | None = None) -> None:
 @shared_task(name=SWEEP)
 def sweep() -> dict[str, Any]:
     """Lease recovery, outbox re-send and key expiry, for every host."""
-    return sweeps.sweep(current_app, runtime.sessions(), runtime.settings())
+    return sweeps.sweep(current_app, resources.sessions(), resources.settings())

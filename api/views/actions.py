@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-
-from flask import Blueprint, jsonify, url_for
+from flask import Blueprint
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
 
-from api.presenters import task_json
+from api.accept import Recorded, accept
 from api.runtime import db, runtime
 from api.schemas import DnsLabel
 from api.views.body import json_object
-from common.dispatch import publish_and_mark
-from common.models import Task
-from common.states import TaskKind, TaskStatus
+from common import lifecycle
+from common.states import TaskKind
 
 bp = Blueprint("actions", __name__, url_prefix="/v1/actions")
 
@@ -27,18 +24,14 @@ class ReconcileRequest(BaseModel):
 
 @bp.post("/reconcile")
 def reconcile() -> ResponseReturnValue:
+    """Reconcile a host now; like every request that makes a task, it takes an Idempotency-Key."""
     body = ReconcileRequest.model_validate(json_object(optional=True))
-    rt = runtime()
-    host = body.host or rt.settings.host
-    task = Task(
-        id=uuid.uuid4(), kind=TaskKind.RECONCILE, host=host, status=TaskStatus.PENDING, request={"host": host}
-    )
-    session = db()
-    session.add(task)
-    session.commit()
-    if publish_and_mark(rt.celery, rt.sessions, task):
-        session.refresh(task)
-    response = jsonify({"task": task_json(task)})
-    response.status_code = 202
-    response.headers["Location"] = url_for("tasks.get_task", task_id=task.id)
-    return response
+    host = body.host or runtime().settings.host
+
+    def record() -> Recorded:
+        task = lifecycle.new_task(TaskKind.RECONCILE, host, {"host": host})
+        db().add(task)
+        db().flush()
+        return {}, task
+
+    return accept(record, body.model_dump())

@@ -7,17 +7,16 @@ import uuid
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from api.presenters import task_json
-from api.runtime import db
+from api.runtime import runtime
+from api.task_reads import read_task
 from common.errors import NotFound
-from common.models import Task
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
 
 
 @bp.get("/<uuid:task_id>")
 def get_task(task_id: uuid.UUID) -> ResponseReturnValue:
-    task = db().get(Task, task_id)
+    task = read_task(runtime().autocommit, task_id)
     if task is None:
         raise NotFound(f"No task with id {task_id}.", task_id=str(task_id))
-    return jsonify(task_json(task))
+    return jsonify(task)

@@ -6,56 +6,29 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select, tuple_
 
-from api.idempotency import claim_key, fingerprint, record_answer, validate_key
+from api.accept import Recorded, accept
 from api.pagination import decode_cursor, encode_cursor
-from api.presenters import task_json, vm_json
-from api.runtime import db, runtime
+from api.presenters import vm_json
+from api.runtime import db
 from api.schemas import PowerAction, VmCreate, VmListQuery
 from api.views.body import json_object
 from api.vm_requests import get_live_vm, request_create, request_destroy, request_power
-from common.dispatch import publish_and_mark
 from common.models import Task, Vm
-from common.states import TaskKind, TaskStatus, VmStatus
+from common.states import TaskKind, VmStatus
 
 bp = Blueprint("vms", __name__, url_prefix="/v1/vms")
 
 
-def _answer(status: int, body: dict[str, Any], task_id: uuid.UUID | None) -> ResponseReturnValue:
-    response = jsonify(body)
-    response.status_code = status
-    if task_id is not None:
-        response.headers["Location"] = url_for("tasks.get_task", task_id=task_id)
-    return response
-
-
 def _accept(work: Callable[[], tuple[Vm, Task]], body: dict[str, Any] | None) -> ResponseReturnValue:
-    """Do the work, commit, then queue (never the other way round), and answer 202 with the task.
-    With an Idempotency-Key, a retry of the same request replays the first answer instead."""
-    session = db()
-    key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        replay = claim_key(session, validate_key(key), request.method, request.path, fingerprint(body))
-        if replay is not None:
-            session.rollback()
-            return _answer(replay.status, replay.body, replay.task_id)
-    vm, task = work()
-    answer = {"vm": vm_json(vm), "task": task_json(task)}
-    if key is not None:
-        record_answer(session, key, 202, answer, task.id)
-    session.commit()
-    rt = runtime()
-    # A delete that cancelled a create no worker had started is finished already: nothing to queue.
-    if task.status == TaskStatus.PENDING and publish_and_mark(rt.celery, rt.sessions, task):
-        session.refresh(task)
-        answer["task"] = task_json(task)
-        if key is not None:  # a replay shows what this first answer shows
-            record_answer(session, key, 202, answer, task.id)
-            session.commit()
-    return _answer(202, answer, task.id)
+    def record() -> Recorded:
+        vm, task = work()
+        return {"vm": vm_json(vm)}, task
+
+    return accept(record, body)
 
 
 @bp.post("")

@@ -11,7 +11,7 @@ from sqlalchemy import delete
 from common.config import Settings
 from common.db import transaction
 from common.models import Image
-from worker.hypervisor import Hypervisor
+from worker.hypervisor.connection import Hypervisor
 from worker.images import import_image
 
 URI = "qemu:///system"

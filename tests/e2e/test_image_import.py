@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT
+from tests.support.environment import ROOT
 
 URI = "qemu:///system"
 ADMIN = [sys.executable, "-m", "worker.cli"]

@@ -26,8 +26,9 @@ from sqlalchemy.dialects.postgresql import insert
 from common.config import Settings
 from common.db import transaction
 from common.models import Image, Task, Vm
-from tests.conftest import EVENT_LATENCIES, TEST_BROKER, poll
-from tests.processes import EventsProcess, start_events
+from tests.support.environment import EVENT_LATENCIES, TEST_BROKER
+from tests.support.polling import poll
+from tests.support.processes import EventsProcess, start_events
 
 URI = "qemu:///system"
 HOST = "events"

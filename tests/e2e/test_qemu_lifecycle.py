@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from common.config import Settings
-from tests.conftest import poll
+from tests.support.polling import poll
 
 API = os.environ.get("IAAS_API_URL", "http://127.0.0.1:8080")
 URI = "qemu:///system"

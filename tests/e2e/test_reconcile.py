@@ -23,10 +23,11 @@ from api import create_app
 from common.config import Settings
 from common.db import transaction
 from common.models import Task
-from tests.conftest import TEST_BROKER, poll
 from tests.e2e.qemu import URI, import_blank_image, virsh
-from tests.processes import BeatProcess, WorkerProcess, start_beat, start_worker
-from worker import libvirt_xml
+from tests.support.environment import TEST_BROKER
+from tests.support.polling import poll
+from tests.support.processes import BeatProcess, WorkerProcess, start_beat, start_worker
+from worker.hypervisor import domain_xml as libvirt_xml
 
 HOST = "recon"
 POOL = "mini-iaas-recon"
@@ -96,7 +97,7 @@ class Stack:
 
 def purge(sessions: Any) -> None:
     for name in virsh("list", "--all", "--name").split():
-        if POOL_PATH in virsh("domblklist", name, "--details") or name.startswith("recon-"):
+        if POOL_PATH in virsh("domblklist", name, "--details", check=False) or name.startswith("recon-"):
             virsh("destroy", name, check=False)
             virsh("undefine", name, check=False)
     for volume in virsh("vol-list", "--pool", POOL, check=False).split():

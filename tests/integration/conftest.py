@@ -19,44 +19,8 @@ from api import create_app
 from common.config import Settings
 from common.db import transaction
 from common.models import Image
-from tests.conftest import TEST_BROKER, TEST_DATABASE_URL
-from tests.processes import WorkerProcess, start_worker
-
-POOL = "mini-iaas"
-POOL_PATH = "/var/lib/mini-iaas/test-pool"
-IMAGE_PATH = f"{POOL_PATH}/image-tiny.qcow2"
-IMAGE_VIRTUAL_SIZE = 64 * 1024**2
-
-# libvirt's test driver, seeded with our pool and the image volume. Its state lives inside the
-# worker process, so the tests look at it through the worker (`hypervisor_inventory`).
-TEST_NODE_XML = f"""<node>
-  <pool type='dir'>
-    <name>{POOL}</name>
-    <target><path>{POOL_PATH}</path></target>
-    <volume>
-      <name>image-tiny.qcow2</name>
-      <capacity unit='bytes'>{IMAGE_VIRTUAL_SIZE}</capacity>
-      <target><path>{IMAGE_PATH}</path><format type='qcow2'/></target>
-    </volume>
-  </pool>
-</node>
-"""
-
-
-def _settings(tmp: Path, host: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": TEST_DATABASE_URL,
-        "broker_url": TEST_BROKER,
-        "libvirt_uri": f"test://{tmp / 'node.xml'}",
-        "domain_type": "auto",
-        "storage_pool": POOL,
-        "storage_pool_path": POOL_PATH,
-        "console_log_dir": str(tmp / "console"),
-        "host": host,
-        "failpoints_table": True,
-        **overrides,
-    }
-    return Settings(**values)
+from tests.support.processes import WorkerProcess, start_worker
+from tests.support.testdriver import TEST_NODE_XML, driver_settings, tiny_image
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +32,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(run_dir: Path) -> Settings:
-    return _settings(run_dir, "itest")
+    return driver_settings(run_dir, "itest")
 
 
 @pytest.fixture(autouse=True)
@@ -81,20 +45,6 @@ def clean_tables(request: pytest.FixtureRequest) -> None:
     with transaction(sessions) as session:
         session.execute(text("TRUNCATE task_steps, tasks, vms, images CASCADE"))
         session.add(tiny_image(settings.host))
-
-
-def tiny_image(host: str, name: str = "tiny") -> Image:
-    return Image(
-        name=name,
-        host=host,
-        pool=POOL,
-        volume="image-tiny.qcow2",
-        path=IMAGE_PATH,
-        format="qcow2",
-        size_bytes=12 * 1024**2,
-        virtual_size_bytes=IMAGE_VIRTUAL_SIZE,
-        checksum_sha256="0" * 64,
-    )
 
 
 @pytest.fixture

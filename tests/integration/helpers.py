@@ -6,8 +6,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from tests.conftest import poll
-from tests.invariants import assert_hypervisor_matches_database, owned_domains, owned_volumes
+from tests.support.invariants import assert_hypervisor_matches_database, owned_domains, owned_volumes
+from tests.support.polling import poll
 
 __all__ = ["assert_hypervisor_matches_database", "owned_domains", "owned_volumes", "vm_body", "wait_for_task"]
 

@@ -13,7 +13,7 @@ from common.config import Settings
 from common.db import transaction
 from common.models import Image, Task, TaskStep, Vm
 from tests.integration.helpers import vm_body
-from worker.task_runner import claim
+from worker.sagas.runner import claim
 
 
 def row_counts(sessions: Any) -> tuple[int, int, int]:

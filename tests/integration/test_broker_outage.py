@@ -16,10 +16,10 @@ from api.schemas import VmCreate
 from api.vm_requests import request_create
 from common.config import Settings
 from common.db import transaction
-from tests.conftest import poll
-from tests.integration.conftest import _settings, tiny_image
 from tests.integration.helpers import owned_domains, vm_body, wait_for_task
-from tests.processes import PrivateRedis, free_port, start_beat, start_worker
+from tests.support.polling import poll
+from tests.support.processes import PrivateRedis, free_port, start_beat, start_worker
+from tests.support.testdriver import driver_settings, tiny_image
 
 HOST = "outage"
 
@@ -37,7 +37,9 @@ def outage_settings(private_redis: PrivateRedis, run_dir: Path, sessions: Any) -
     """A host whose worker, beat and API use the private Redis; its image is `tiny-outage`."""
     with transaction(sessions) as session:
         session.add(tiny_image(HOST, name="tiny-outage"))
-    return _settings(run_dir, HOST, broker_url=private_redis.url, sweep_interval_s=0.5, outbox_grace_s=0.5)
+    return driver_settings(
+        run_dir, HOST, broker_url=private_redis.url, sweep_interval_s=0.5, outbox_grace_s=0.5
+    )
 
 
 def test_requests_accepted_during_a_redis_outage_complete_after_it(

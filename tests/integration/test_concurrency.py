@@ -16,11 +16,10 @@ from sqlalchemy import func, select, update
 from common.db import transaction
 from common.models import IdempotencyKey, Task, Vm
 from common.queue import TASK_NAMES, host_queue, make_celery
-from tests.conftest import poll
-from tests.integration.conftest import WorkerProcess
 from tests.integration.helpers import owned_domains, vm_body, wait_for_task
-from tests.processes import start_worker
-from worker.vm_sagas import CREATE_STEPS
+from tests.support.polling import poll
+from tests.support.processes import WorkerProcess, start_worker
+from worker.sagas.create import CREATE_STEPS
 
 
 def count(sessions: Any, model: Any) -> int:
@@ -52,6 +51,31 @@ def test_twenty_concurrent_requests_with_one_key_make_one_task(http_api: str, se
     assert len({r.json()["task"]["id"] for r in responses}) == 1
     assert len({r.headers["Location"] for r in responses}) == 1
     assert count(sessions, Task) == 1 and count(sessions, Vm) == 1
+
+
+def test_reconcile_takes_an_idempotency_key_like_every_request_that_makes_a_task(
+    http_api: str, sessions: Any
+) -> None:
+    """Twenty retries of one keyed reconcile at once: one task, recorded and queued through the same
+    path as a create (the outbox marks it queued); without a key, each request is a run of its own."""
+    headers = {"Idempotency-Key": "reconcile-once", "Content-Type": "application/json"}
+    url = f"{http_api}/v1/actions/reconcile"
+    body = {"host": "itest-idle"}  # no worker reads that queue: the task stays pending
+    responses = at_once(20, lambda: requests.post(url, json=body, headers=headers, timeout=30))
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["task"]["id"] for r in responses}) == 1
+    assert count(sessions, Task) == 1
+
+    def queued() -> bool | None:
+        with sessions() as session:
+            return True if session.scalar(select(Task.queued_at)) is not None else None
+
+    poll(queued, timeout=10, what="the reconcile task to be marked queued")
+    other = requests.post(url, json=body, headers={**headers, "Idempotency-Key": "another"}, timeout=30)
+    plain = requests.post(url, json=body, timeout=30)
+    assert other.status_code == plain.status_code == 202 and count(sessions, Task) == 3
+    reused = requests.post(url, json={"host": "elsewhere"}, headers=headers, timeout=30)
+    assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"
 
 
 @pytest.mark.usefixtures("idle_host")

@@ -17,10 +17,11 @@ from alembic.config import Config
 
 from api import create_app
 from common.db import make_engine, make_session_factory, transaction
-from tests.conftest import ROOT, poll
-from tests.integration.conftest import _settings, tiny_image
 from tests.integration.helpers import assert_hypervisor_matches_database, vm_body, wait_for_task
-from tests.processes import PrivatePostgres, start_worker
+from tests.support.environment import ROOT
+from tests.support.polling import poll
+from tests.support.processes import PrivatePostgres, start_worker
+from tests.support.testdriver import driver_settings, tiny_image
 
 HOST = "pgoutage"
 
@@ -64,7 +65,9 @@ class Load:
 def test_the_api_and_worker_ride_out_a_postgres_restart(
     private_postgres: PrivatePostgres, run_dir: Path, tmp_path: Path
 ) -> None:
-    settings = _settings(run_dir, HOST, database_url=private_postgres.url, db_retry_s=60, task_lease_s=30)
+    settings = driver_settings(
+        run_dir, HOST, database_url=private_postgres.url, db_retry_s=60, task_lease_s=30
+    )
     sessions = make_session_factory(make_engine(settings.database_url))
     with transaction(sessions) as session:
         session.add(tiny_image(HOST, name="tiny-pg"))

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.integration.conftest import WorkerProcess
 from tests.integration.helpers import (
     assert_hypervisor_matches_database,
     owned_domains,
@@ -17,7 +16,9 @@ from tests.integration.helpers import (
     vm_body,
     wait_for_task,
 )
-from worker.vm_sagas import CREATE_STEPS, DESTROY_STEPS
+from tests.support.processes import WorkerProcess
+from worker.sagas.create import CREATE_STEPS
+from worker.sagas.destroy import DESTROY_STEPS
 
 CREATE_POINTS = [f"create_vm.{s.name}{suffix}" for s in CREATE_STEPS for suffix in ("", ".done")]
 DESTROY_POINTS = [f"destroy_vm.{s.name}{suffix}" for s in DESTROY_STEPS for suffix in ("", ".done")]

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.integration.conftest import WorkerProcess
 from tests.integration.helpers import (
     assert_hypervisor_matches_database,
     owned_domains,
     vm_body,
     wait_for_task,
 )
+from tests.support.processes import WorkerProcess
 
 
 def running_vm(client: FlaskClient, name: str = "power") -> str:

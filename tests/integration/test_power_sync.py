@@ -1,4 +1,4 @@
-"""`apply_power_states` against the real test database: status follows power only for running/stopped
+"""`lifecycle.sync_power_states` against the real test database: status follows power only for running/stopped
 VMs without an active task; everything else keeps its status."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import select
 
 from common.db import transaction
+from common.lifecycle import sync_power_states
 from common.models import Task, Vm
 from common.states import PowerState, TaskStatus, VmStatus
-from worker.power_sync import apply_power_states
 
 
 def add_vm(sessions: Any, status: str, power_state: str, task_status: str | None = None) -> uuid.UUID:
@@ -25,6 +25,11 @@ def add_vm(sessions: Any, status: str, power_state: str, task_status: str | None
         if task_status is not None:
             session.add(Task(kind="reboot_vm", vm_id=vm_id, host="itest", status=task_status))
     return vm_id
+
+
+def apply_power_states(sessions: Any, power_states: dict[uuid.UUID, PowerState]) -> list[uuid.UUID]:
+    with transaction(sessions) as session:
+        return sync_power_states(session, power_states)
 
 
 def row(sessions: Any, vm_id: uuid.UUID) -> tuple[str, str]:

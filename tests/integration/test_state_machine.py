@@ -23,17 +23,18 @@ from api import create_app
 from common.config import Settings
 from common.db import transaction
 from common.models import Failpoint, Vm
-from tests.conftest import INJECTED, poll
-from tests.integration.conftest import _settings, tiny_image
 from tests.integration.helpers import (
     owned_domains,
     owned_volumes,
     vm_body,
 )
 from tests.integration.helpers import wait_for_task as wait
-from tests.invariants import assert_nothing_leaked
-from tests.processes import WorkerProcess, kill, start_beat, start_worker
-from worker.vm_sagas import CREATE_STEPS
+from tests.support.environment import INJECTED
+from tests.support.invariants import assert_nothing_leaked
+from tests.support.polling import poll
+from tests.support.processes import WorkerProcess, kill, start_beat, start_worker
+from tests.support.testdriver import driver_settings, tiny_image
+from worker.sagas.create import CREATE_STEPS
 
 HOST = "itest-model"
 NAMES = ["alpha", "beta", "gamma"]
@@ -190,7 +191,7 @@ def test_database_and_hypervisor_agree_under_random_faults(
     sessions: Any, run_dir: Path, broker: Any, tmp_path: Path
 ) -> None:
     global ENV
-    model_settings = _settings(run_dir, HOST, task_lease_s=1, sweep_interval_s=0.5, outbox_grace_s=0)
+    model_settings = driver_settings(run_dir, HOST, task_lease_s=1, sweep_interval_s=0.5, outbox_grace_s=0)
     with transaction(sessions) as session:
         session.execute(text("TRUNCATE images CASCADE"))
         session.add(tiny_image(HOST, name="tiny-model"))

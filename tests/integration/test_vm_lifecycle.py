@@ -8,8 +8,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from tests.integration.conftest import WorkerProcess
 from tests.integration.helpers import owned_domains, owned_volumes, vm_body, wait_for_task
+from tests.support.processes import WorkerProcess
 
 CREATE_STEPS = ["claim_vm", "create_volume", "define_domain", "start_domain", "mark_running"]
 DESTROY_STEPS = [

@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from worker import libvirt_xml
-from worker.libvirt_xml import OWNER_NS, DomainSpec
+from worker.hypervisor import domain_xml as libvirt_xml
+from worker.hypervisor.domain_xml import OWNER_NS, DomainSpec
 
 VM_ID = uuid.UUID("8f1c2a4e-0000-4000-8000-000000000001")
 

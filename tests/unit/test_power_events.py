@@ -8,9 +8,10 @@ import uuid
 import libvirt
 import pytest
 
+from common.lifecycle import status_for_power
 from common.states import PowerState, VmStatus
-from worker.events import PowerEvent, Resync, Writer, power_state_for_domain_state, power_state_for_event
-from worker.power_sync import status_for_power
+from worker.events.listener import PowerEvent, Resync, Writer
+from worker.hypervisor.power import power_state_for_domain_state, power_state_for_event
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from common.states import PowerState
-from worker import libvirt_xml
-from worker.reconcile_findings import DomainView, TaskView, VmView, compare, parse_actions
+from worker.hypervisor import domain_xml as libvirt_xml
+from worker.reconcile.findings import DomainView, TaskView, VmView, compare, parse_actions
 
 A, B, C, D, E = (str(uuid.uuid4()) for _ in range(5))
 LOG = parse_actions("")

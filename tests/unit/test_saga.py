@@ -9,9 +9,18 @@ from typing import Any
 import pytest
 
 from common.states import StepStatus
-from worker import failpoints, saga
-from worker.failpoints import Failpoints
-from worker.saga import DeadlineExceeded, SagaFailed, SagaRun, Step, StepRecord, StepTimeout, call_bounded
+from worker.sagas import engine as saga
+from worker.sagas import failpoints
+from worker.sagas.engine import (
+    DeadlineExceeded,
+    SagaFailed,
+    SagaRun,
+    Step,
+    StepRecord,
+    StepTimeout,
+    call_bounded,
+)
+from worker.sagas.failpoints import Failpoints
 
 NO_FAILPOINTS = Failpoints({})
 
@@ -28,7 +37,8 @@ class MemoryJournal:
 
     def load(self) -> dict[int, StepRecord]:
         return {
-            seq: StepRecord(seq, seq, r["name"], r["status"], r.get("error")) for seq, r in self.rows.items()
+            seq: StepRecord(seq, seq, r["name"], r["status"], r.get("error"), r.get("undo_data", {}))
+            for seq, r in self.rows.items()
         }
 
     def started(self, seq: int, name: str, undo_data: dict[str, Any], existing: StepRecord | None) -> int:
@@ -39,6 +49,9 @@ class MemoryJournal:
     def mark(self, step_id: int, status: StepStatus, **fields: Any) -> None:
         self.rows[step_id].update(status=status, **fields)
         self.events.append((self.rows[step_id]["name"], str(status)))
+
+    def flush(self) -> None:
+        pass  # every write above is immediate
 
     def statuses(self) -> list[tuple[str, str]]:
         return [(row["name"], str(row["status"])) for row in self.rows.values()]
@@ -56,7 +69,7 @@ def recording_steps(
         return action
 
     def undo(name: str) -> Any:
-        def action(_ctx: Any) -> None:
+        def action(_ctx: Any, _data: dict[str, Any]) -> None:
             log.append(f"undo {name}")
             if name == undo_fails:
                 raise OSError(f"undo of {name} broke")
@@ -180,7 +193,7 @@ def test_a_passed_deadline_fails_the_next_step_and_compensates() -> None:
 def test_a_step_that_hangs_is_cut_off_by_its_timeout() -> None:
     release = threading.Event()
     log: list[str] = []
-    steps = [Step("a", lambda _c: log.append("do a"), undo=lambda _c: log.append("undo a")),
+    steps = [Step("a", lambda _c: log.append("do a"), undo=lambda _c, _d: log.append("undo a")),
              Step("hang", lambda _c: release.wait(30))]  # fmt: skip
     try:
         with pytest.raises(SagaFailed) as failed:
@@ -208,3 +221,31 @@ def test_a_bounded_call_that_hangs_is_left_behind() -> None:
             call_bounded(lambda: release.wait(30), 0.2, "listing")
     finally:
         release.set()
+
+
+def test_an_undo_receives_what_its_step_recorded_before_acting() -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    steps: list[Step[Any]] = [
+        Step("a", lambda _c: None, undo=lambda _c, data: seen.append(("a", data)),
+             undo_data=lambda _c: {"volume": "vm-1.qcow2"}),
+        Step("b", lambda _c: (_ for _ in ()).throw(RuntimeError("b broke"))),
+    ]  # fmt: skip
+    with pytest.raises(SagaFailed):
+        run(steps, MemoryJournal())
+    assert seen == [("a", {"volume": "vm-1.qcow2"})]
+
+
+def test_a_resumed_compensation_undoes_what_the_journal_recorded_not_what_is_recomputed() -> None:
+    """The dead run recorded the volume it was about to make; the context now computes another name
+    (say, a changed setting): the undo still deletes the recorded one."""
+    seen: list[dict[str, Any]] = []
+    steps: list[Step[Any]] = [
+        Step("a", lambda _c: None, undo=lambda _c, data: seen.append(data),
+             undo_data=lambda _c: {"volume": "recomputed.qcow2"}),
+        Step("b", lambda _c: None),
+    ]  # fmt: skip
+    journal = MemoryJournal({0: ("a", StepStatus.SUCCEEDED, None), 1: ("b", StepStatus.FAILED, "boom")})
+    journal.rows[0]["undo_data"] = {"volume": "recorded.qcow2"}
+    with pytest.raises(SagaFailed):
+        run(steps, journal)
+    assert seen == [{"volume": "recorded.qcow2"}]

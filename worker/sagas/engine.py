@@ -6,7 +6,11 @@ stopped. A run resumes forward (steps already `succeeded` are skipped; one left 
 worker runs again: every step is idempotent), or, if the last run was compensating, finishes the
 compensation. On failure the steps that ran -- the failing one too, since it may have half-acted --
 are undone in reverse. An undo of something that never happened does nothing; a failing undo is
-retried with backoff, recorded, and never hides the original error."""
+retried with backoff, recorded, and never hides the original error.
+
+An undo receives what its step recorded in the journal before acting (TaskFlow's `revert(result)`):
+a run that resumes another's compensation undoes exactly what that run said it was about to do,
+with nothing recomputed."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from common.states import StepStatus
-from worker.failpoints import Failpoints
+from worker.sagas.failpoints import Failpoints
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +37,21 @@ UNDO_BACKOFF_S = 0.5
 COMPENSATING = (StepStatus.FAILED, StepStatus.UNDOING, StepStatus.UNDONE, StepStatus.UNDO_FAILED)
 
 
+UndoData = dict[str, Any]
+
+
+def _nothing(_ctx: object) -> UndoData:
+    return {}
+
+
 @dataclass(frozen=True)
 class Step(Generic[Ctx]):
     name: str
     do: Callable[[Ctx], object]
-    undo: Callable[[Ctx], object] | None = None
+    # Called with the context and what `undo_data` recorded before the step acted.
+    undo: Callable[[Ctx, UndoData], object] | None = None
     # What the undo will need, known before the step acts because names are deterministic.
-    undo_data: Callable[[Ctx], dict[str, Any]] = field(default=lambda _ctx: {})
+    undo_data: Callable[[Ctx], UndoData] = _nothing
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,14 @@ class StepRecord:
     name: str
     status: StepStatus
     error: str | None
+    undo_data: UndoData = field(default_factory=dict)
 
 
 class Journal(Protocol):
     def load(self) -> dict[int, StepRecord]: ...
-    def started(self, seq: int, name: str, undo_data: dict[str, Any], existing: StepRecord | None) -> int: ...
+    def started(self, seq: int, name: str, undo_data: UndoData, existing: StepRecord | None) -> int: ...
     def mark(self, step_id: int, status: StepStatus, **fields: Any) -> None: ...
+    def flush(self) -> None: ...
 
 
 class LeaseLost(Exception):
@@ -107,7 +121,9 @@ class SagaRun(Generic[Ctx]):
 
     def run(self) -> None:
         history = self.journal.load()
-        executed = [(r.id, self.steps[r.seq]) for r in sorted(history.values(), key=lambda r: r.seq)]
+        executed = [
+            _Ran(r.id, self.steps[r.seq], r.undo_data) for r in sorted(history.values(), key=lambda r: r.seq)
+        ]
         failed = next((r for r in history.values() if r.status == StepStatus.FAILED), None)
         if failed is not None or any(r.status in COMPENSATING for r in history.values()):
             cause = failed.error if failed and failed.error else "the previous run died while compensating"
@@ -116,18 +132,20 @@ class SagaRun(Generic[Ctx]):
         if self.abandon_reason is not None:
             raise SagaFailed("(abandoned)", self.abandon_reason, self._compensate(executed, history))
 
-        done: list[tuple[int, Step[Ctx]]] = []
+        done: list[_Ran[Ctx]] = []
         for seq, step in enumerate(self.steps):
             record = history.get(seq)
             if record is not None and record.status == StepStatus.SUCCEEDED:
-                done.append((record.id, step))  # done by an earlier run
+                done.append(_Ran(record.id, step, record.undo_data))  # done by an earlier run
                 continue
-            step_id = self.journal.started(seq, step.name, step.undo_data(self.ctx), record)
-            done.append((step_id, step))
+            # A step a dead run left `running` keeps what that run recorded: it may have half-acted.
+            data = record.undo_data if record is not None and record.undo_data else step.undo_data(self.ctx)
+            step_id = self.journal.started(seq, step.name, data, record)
+            done.append(_Ran(step_id, step, data))
             try:
                 self._check_deadline()
                 self.failpoints.hit(f"{self.name}.{step.name}", self.task_id)
-                bounded(step.do, self.ctx, self._timeout(), f"{self.name}.{step.name}")
+                bounded(step.do, self._timeout(), f"{self.name}.{step.name}", self.ctx)
                 self.failpoints.hit(f"{self.name}.{step.name}.done", self.task_id)
             except LeaseLost:
                 raise
@@ -136,6 +154,7 @@ class SagaRun(Generic[Ctx]):
                 self.journal.mark(step_id, StepStatus.FAILED, error=_short(exc))
                 raise SagaFailed(step.name, exc, self._compensate(done, history)) from exc
             self.journal.mark(step_id, StepStatus.SUCCEEDED)
+        self.journal.flush()  # the run is done: every mark is written before the task is finished
 
     def _check_deadline(self) -> None:
         if self.deadline is not None and datetime.now(UTC) >= self.deadline:
@@ -147,21 +166,32 @@ class SagaRun(Generic[Ctx]):
         left = (self.deadline - datetime.now(UTC)).total_seconds()
         return max(0.1, min(self.step_timeout_s, left))
 
-    def _compensate(self, ran: list[tuple[int, Step[Ctx]]], history: dict[int, StepRecord]) -> list[str]:
+    def _compensate(self, ran: list[_Ran[Ctx]], history: dict[int, StepRecord]) -> list[str]:
         """Undo in reverse what ran and is not undone yet. Returns the steps whose undo failed."""
         undone = {r.id for r in history.values() if r.status == StepStatus.UNDONE}
         failures: list[str] = []
-        for step_id, step in reversed(ran):
-            if step.undo is None or step_id in undone:
+        for entry in reversed(ran):
+            step = entry.step
+            if step.undo is None or entry.step_id in undone:
                 continue
-            self.journal.mark(step_id, StepStatus.UNDOING)
-            error = _undo_with_retries(step, self.ctx, self.step_timeout_s, f"{self.name}.{step.name}.undo")
+            self.journal.mark(entry.step_id, StepStatus.UNDOING)
+            what = f"{self.name}.{step.name}.undo"
+            error = _undo_with_retries(step, self.ctx, entry.undo_data, self.step_timeout_s, what)
             if error is None:
-                self.journal.mark(step_id, StepStatus.UNDONE)
+                self.journal.mark(entry.step_id, StepStatus.UNDONE)
             else:
-                self.journal.mark(step_id, StepStatus.UNDO_FAILED, undo_error=error)
+                self.journal.mark(entry.step_id, StepStatus.UNDO_FAILED, undo_error=error)
                 failures.append(step.name)
         return failures
+
+
+@dataclass(frozen=True)
+class _Ran(Generic[Ctx]):
+    """A step this run (or an earlier one) started, with the journal row and what its undo needs."""
+
+    step_id: int
+    step: Step[Ctx]
+    undo_data: UndoData
 
 
 def call_bounded(fn: Callable[[], R], timeout: float, what: str) -> R:
@@ -187,23 +217,23 @@ def call_bounded(fn: Callable[[], R], timeout: float, what: str) -> R:
     return result[0]
 
 
-def bounded(fn: Callable[[Any], object], ctx: Any, timeout: float, what: str) -> None:
-    """Run fn(ctx) for at most `timeout` seconds; the saga moves on and compensates after that."""
-    call_bounded(lambda: fn(ctx), timeout, what)
+def bounded(fn: Callable[..., object], timeout: float, what: str, *args: Any) -> None:
+    """Run fn(*args) for at most `timeout` seconds; the saga moves on and compensates after that."""
+    call_bounded(lambda: fn(*args), timeout, what)
 
 
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _undo_with_retries(step: Step[Any], ctx: Any, timeout: float, what: str) -> str | None:
+def _undo_with_retries(step: Step[Any], ctx: Any, data: UndoData, timeout: float, what: str) -> str | None:
     undo = step.undo
     assert undo is not None
     retrying = Retrying(
         stop=stop_after_attempt(UNDO_ATTEMPTS), wait=wait_exponential(multiplier=UNDO_BACKOFF_S), reraise=True
     )
     try:
-        retrying(bounded, undo, ctx, timeout, what)
+        retrying(bounded, undo, timeout, what, ctx, data)
     except LeaseLost:
         raise
     except Exception as exc:

@@ -9,7 +9,6 @@ events are lost while disconnected, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import signal
@@ -17,56 +16,19 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import libvirt
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+from common import lifecycle
 from common.config import get_settings
-from common.db import db_retrying, make_engine, make_session_factory
+from common.db import db_retrying, make_engine, make_session_factory, transaction
 from common.states import PowerState
-from worker.hypervisor import ensure_event_loop, power_state_of, set_keepalive
-from worker.power_sync import apply_power_states
+from worker.hypervisor.connection import LibvirtError, ensure_event_loop
+from worker.hypervisor.lifecycle_events import EventSubscription, LifecycleEvent
 
 log = logging.getLogger("iaas.events")
-
-_EVENT_POWER = {
-    libvirt.VIR_DOMAIN_EVENT_STARTED: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_EVENT_STOPPED: PowerState.SHUTOFF,
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: PowerState.PAUSED,
-    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: PowerState.PAUSED,
-    libvirt.VIR_DOMAIN_EVENT_CRASHED: PowerState.CRASHED,
-}
-_EVENT_NAMES = {
-    getattr(libvirt, f"VIR_DOMAIN_EVENT_{name}"): name.lower()
-    for name in (
-        *("DEFINED", "UNDEFINED", "STARTED", "SUSPENDED", "RESUMED"),
-        *("STOPPED", "SHUTDOWN", "PMSUSPENDED", "CRASHED"),
-    )
-}
-
-
-def power_state_for_event(event: int, detail: int) -> PowerState | None:
-    """The power state a lifecycle event reports; None when it says nothing about power.
-
-    SHUTDOWN only means the guest began to shut down: it still runs, and STOPPED follows once it is
-    off, so the VM keeps saying `running` until then. DEFINED/UNDEFINED change the definition, not the
-    power (undefining a running domain leaves it running); a domain that vanished is the reconciler's
-    "missing domain" finding, not a power state. A stop caused by a guest crash says `crashed`: what
-    a user wants to see rather than a plain `shutoff`."""
-    if event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED:
-        return PowerState.CRASHED
-    return _EVENT_POWER.get(event)
-
-
-def power_state_for_domain_state(state: int, reason: int) -> PowerState | None:
-    """The same vocabulary for a domain's current state (the reconciler reads it the same way)."""
-    power = power_state_of(state, reason)
-    return None if power == PowerState.UNKNOWN else power  # NOSTATE: no evidence
 
 
 @dataclass(frozen=True)
@@ -120,8 +82,8 @@ class Writer:
     def _write(self, batch: dict[uuid.UUID, PowerState]) -> None:
         try:
             for attempt in db_retrying(self._retry_s):
-                with attempt:
-                    changed = apply_power_states(self._sessions, batch)
+                with attempt, transaction(self._sessions) as session:
+                    changed = lifecycle.sync_power_states(session, batch)
         except Exception:
             log.exception("could not record the power of %d VMs; reconciliation corrects them", len(batch))
             return
@@ -130,14 +92,13 @@ class Writer:
 
 
 class Listener:
-    """Holds the libvirt connection: (re)connects, registers the callbacks, resyncs."""
+    """Holds the event subscription: (re)connects, resyncs, reconnects when libvirtd goes away."""
 
     def __init__(self, uri: str, out: queue.Queue[PowerEvent | Resync | None]) -> None:
         self.uri = uri
         self._out = out
         self._stopping = threading.Event()
         self._wake = threading.Event()  # the connection closed, or we are stopping
-        self._callback_id: int | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -147,24 +108,24 @@ class Listener:
         connected_before = False
         while not self._stopping.is_set():
             self._wake.clear()
-            conn = self._connect()
-            if conn is None:
+            subscription = self._connect()
+            if subscription is None:
                 return
             verb = "reconnected to" if connected_before else "connected to"
             log.info("%s %s; listening for lifecycle events", verb, self.uri)
             connected_before = True
             try:
-                self._resync(conn)
-            except libvirt.libvirtError as exc:  # the connection died again: the loop below notices
+                self._resync(subscription)
+            except LibvirtError as exc:  # the connection died again: the loop below notices
                 log.warning("resync failed: %s", exc)
             # The close callback normally wakes us; the periodic check is a safety net.
-            while not self._wake.wait(timeout=30) and conn.isAlive():
+            while not self._wake.wait(timeout=30) and subscription.alive():
                 pass
-            _close_quietly(conn, self._callback_id)
+            subscription.close()
 
-    def _connect(self) -> libvirt.virConnect | None:
+    def _connect(self) -> EventSubscription | None:
         retrying = Retrying(
-            retry=retry_if_exception_type(libvirt.libvirtError),
+            retry=retry_if_exception_type(LibvirtError),
             wait=wait_exponential(multiplier=0.1, max=2),  # a local daemon: cheap to ask often
             stop=lambda _state: self._stopping.is_set(),
             sleep=self._pause,
@@ -172,25 +133,12 @@ class Listener:
             reraise=True,
         )
         try:
-            return retrying(self._open)
-        except libvirt.libvirtError:
+            return retrying(EventSubscription, self.uri, self._on_lifecycle, self._on_close)
+        except LibvirtError:
             return None  # only when stopping
 
     def _pause(self, seconds: float) -> None:
         self._stopping.wait(seconds)  # SIGTERM cuts a backoff short
-
-    def _open(self) -> libvirt.virConnect:
-        conn = libvirt.open(self.uri)
-        try:
-            set_keepalive(conn)
-            conn.registerCloseCallback(self._on_close, None)
-            self._callback_id = conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
-            )
-        except libvirt.libvirtError:
-            _close_quietly(conn)
-            raise
-        return conn
 
     def _unreachable(self, state: RetryCallState) -> None:
         if state.attempt_number == 1 or state.attempt_number % 30 == 0:
@@ -202,52 +150,28 @@ class Listener:
                 exc,
             )
 
-    def _resync(self, conn: libvirt.virConnect) -> None:
+    def _resync(self, subscription: EventSubscription) -> None:
         """One listing of every domain's state: events that fired while we were away are lost."""
         started_at = time.monotonic()
-        power_states = {}
-        for domain, record in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):
-            power = power_state_for_domain_state(
-                record.get("state.state", -1), record.get("state.reason", -1)
-            )
-            if power is not None:
-                power_states[uuid.UUID(domain.UUIDString())] = power
+        power_states = subscription.power_states()
         log.info("resync: %d domains listed", len(power_states))
         self._out.put(Resync(power_states, started_at))
 
     # --- called on libvirt's event-loop thread: quick, no database work ---------------------------
 
-    def _on_lifecycle(
-        self, _conn: Any, domain: libvirt.virDomain, event: int, detail: int, _opaque: Any
-    ) -> None:
-        try:
-            at = time.monotonic()
-            power = power_state_for_event(event, detail)
-            vm_id = uuid.UUID(domain.UUIDString())
-            name = _EVENT_NAMES.get(event, str(event))
-            log.info("domain %s (%s): %s/%d -> %s", domain.name(), vm_id, name, detail, power or "no change")
-            if power is not None:
-                self._out.put(PowerEvent(vm_id, power, at))
-        except Exception:  # one bad event must not stop the others
-            log.exception("ignoring a lifecycle event that could not be handled")
+    def _on_lifecycle(self, event: LifecycleEvent) -> None:
+        at = time.monotonic()
+        power = event.power_state
+        log.info(
+            "domain %s (%s): %s/%d -> %s", event.domain, event.vm_id, event.event, event.detail,
+            power or "no change",
+        )  # fmt: skip
+        if power is not None:
+            self._out.put(PowerEvent(event.vm_id, power, at))
 
-    def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
+    def _on_close(self, reason: int) -> None:
         log.warning("connection to %s closed (reason %d); reconnecting", self.uri, reason)
         self._wake.set()
-
-
-def _close_quietly(conn: libvirt.virConnect, callback_id: int | None = None) -> None:
-    """Drop a connection that may be dead already: each step may fail, none may stop the others."""
-    steps: list[Callable[[], object]] = [conn.unregisterCloseCallback, conn.close]
-    if callback_id is not None:
-        steps.insert(0, lambda: conn.domainEventDeregisterAny(callback_id))
-    for step in steps:
-        with contextlib.suppress(libvirt.libvirtError):
-            step()
-
-
-def _quiet(_ctx: object, _err: object) -> None:
-    """libvirt prints every error to stderr by default; ours are raised, handled and logged."""
 
 
 def main() -> None:
@@ -255,7 +179,6 @@ def main() -> None:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = get_settings()
-    libvirt.registerErrorHandler(_quiet, None)
     ensure_event_loop()  # before any connection is opened, or it gets no events
     writer = Writer(make_session_factory(make_engine(settings.database_url)), settings.db_retry_s)
     writer_thread = threading.Thread(target=writer.run, name="db-writer", daemon=True)

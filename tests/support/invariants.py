@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from common.models import Task, Vm
 from common.states import ACTIVE_TASK_STATUSES
-from tests.conftest import poll
+from tests.support.polling import poll
 
 # A scheduled reconcile (beat keeps running between the test's own tasks) may still be running, or
 # be recovering from the worker the test killed, when the test's task finishes; it is bounded too.

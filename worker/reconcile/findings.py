@@ -7,31 +7,49 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from common.states import PowerState, VmStatus
-from worker import libvirt_xml
+from worker.hypervisor import domain_xml
 
-# The repairs each kind allows besides `log` (the default). Foreign domains are never touched.
-ALLOWED_ACTIONS = {
-    "ghost_domain": ("reap",),
-    "foreign_domain": (),
-    "missing_domain": ("mark_error",),
-    "power_drift": ("fix",),
-    "orphan_volume": ("reap",),
-    "stuck_task": ("fail",),
+
+class FindingKind(StrEnum):
+    GHOST_DOMAIN = "ghost_domain"  # ours by its tag, unknown to the database
+    FOREIGN_DOMAIN = "foreign_domain"  # not made by this mini-iaas host: only ever reported
+    MISSING_DOMAIN = "missing_domain"  # the database has the VM, libvirt no domain
+    POWER_DRIFT = "power_drift"
+    ORPHAN_VOLUME = "orphan_volume"  # a VM disk no VM owns
+    STUCK_TASK = "stuck_task"  # active past its deadline
+
+
+class Action(StrEnum):
+    LOG = "log"  # the default for every kind
+    REAP = "reap"
+    MARK_ERROR = "mark_error"
+    FIX = "fix"
+    FAIL = "fail"
+
+
+# The repairs each kind allows besides `log`. Foreign domains are never touched.
+ALLOWED_ACTIONS: dict[FindingKind, tuple[Action, ...]] = {
+    FindingKind.GHOST_DOMAIN: (Action.REAP,),
+    FindingKind.FOREIGN_DOMAIN: (),
+    FindingKind.MISSING_DOMAIN: (Action.MARK_ERROR,),
+    FindingKind.POWER_DRIFT: (Action.FIX,),
+    FindingKind.ORPHAN_VOLUME: (Action.REAP,),
+    FindingKind.STUCK_TASK: (Action.FAIL,),
 }
 
 
-def parse_actions(spec: str) -> dict[str, str]:
-    actions = dict.fromkeys(ALLOWED_ACTIONS, "log")
+def parse_actions(spec: str) -> dict[FindingKind, Action]:
+    actions = dict.fromkeys(ALLOWED_ACTIONS, Action.LOG)
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        kind, _, action = item.partition("=")
-        kind, action = kind.strip(), action.strip()
-        if kind not in ALLOWED_ACTIONS or action not in ("log", *ALLOWED_ACTIONS[kind]):
-            allowed = {k: ["log", *v] for k, v in ALLOWED_ACTIONS.items()}
+        kind, _, action = (part.strip() for part in item.partition("="))
+        if kind not in ALLOWED_ACTIONS or action not in (Action.LOG, *ALLOWED_ACTIONS[FindingKind(kind)]):
+            allowed = {str(k): ["log", *map(str, v)] for k, v in ALLOWED_ACTIONS.items()}
             raise ValueError(f"IAAS_RECONCILE_ACTIONS: {item!r} is not one of {allowed}")
-        actions[kind] = action
+        actions[FindingKind(kind)] = Action(action)
     return actions
 
 
@@ -62,8 +80,8 @@ class TaskView:
 
 @dataclass
 class Finding:
-    kind: str
-    action: str
+    kind: FindingKind
+    action: Action
     vm_id: str | None = None
     domain: str | None = None
     volume: str | None = None
@@ -72,7 +90,9 @@ class Finding:
     outcome: str = "logged"
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, {})}
+        return {
+            k: str(v) if isinstance(v, StrEnum) else v for k, v in asdict(self).items() if v not in (None, {})
+        }
 
 
 # A database VM in these states should have a domain on its host.
@@ -85,7 +105,7 @@ def compare(
     volumes: Iterable[str],
     stuck: Iterable[TaskView],
     is_ours: Callable[[DomainView], bool],
-    actions: dict[str, str],
+    actions: dict[FindingKind, Action],
 ) -> list[Finding]:
     """One pass over each listing. `is_ours` (a libvirt call) is asked only about unknown domains."""
     findings: list[Finding] = []
@@ -95,25 +115,29 @@ def compare(
         vm = vms.get(domain.uuid)
         if vm is None:
             ours = is_ours(domain)
-            kind = "ghost_domain" if ours else "foreign_domain"
+            kind = FindingKind.GHOST_DOMAIN if ours else FindingKind.FOREIGN_DOMAIN
             found = Finding(kind, actions[kind], domain=domain.name, detail={"power": domain.power})
             found.vm_id = domain.uuid if ours else None
             findings.append(found)
         elif not vm.busy and vm.power_state != domain.power:
             drift = {"database": vm.power_state, "libvirt": domain.power}
-            findings.append(Finding("power_drift", actions["power_drift"], vm.id, domain.name, detail=drift))
+            kind = FindingKind.POWER_DRIFT
+            findings.append(Finding(kind, actions[kind], vm.id, domain.name, detail=drift))
     for vm in vms.values():
         if vm.id not in seen and not vm.busy and vm.status in EXPECTS_DOMAIN:
-            findings.append(Finding("missing_domain", actions["missing_domain"], vm_id=vm.id,
+            kind = FindingKind.MISSING_DOMAIN
+            findings.append(Finding(kind, actions[kind], vm_id=vm.id,
                                     detail={"name": vm.name, "status": vm.status}))  # fmt: skip
-    prefix, suffix = libvirt_xml.VM_VOLUME_PREFIX, ".qcow2"
+    prefix, suffix = domain_xml.VM_VOLUME_PREFIX, ".qcow2"
     for volume in volumes:
         if volume.startswith(prefix) and volume.endswith(suffix):
             owner = volume[len(prefix) : -len(suffix)]
             if owner not in vms:
-                findings.append(Finding("orphan_volume", actions["orphan_volume"], owner, volume=volume))
+                kind = FindingKind.ORPHAN_VOLUME
+                findings.append(Finding(kind, actions[kind], owner, volume=volume))
     for task in stuck:
-        findings.append(Finding("stuck_task", actions["stuck_task"], task_id=task.id, vm_id=task.vm_id,
+        kind = FindingKind.STUCK_TASK
+        findings.append(Finding(kind, actions[kind], task_id=task.id, vm_id=task.vm_id,
                                 detail={"kind": task.kind, "status": task.status,
                                         "deadline_at": task.deadline_at.isoformat()}))  # fmt: skip
     return findings

@@ -20,7 +20,8 @@ import redis
 
 from common.config import Settings
 from common.queue import make_celery
-from tests.conftest import INJECTED, ROOT, poll
+from tests.support.environment import INJECTED, ROOT
+from tests.support.polling import poll
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -76,8 +77,10 @@ class WorkerProcess:
         terminate(self.process)
 
 
-def start_worker(settings: Settings, log_dir: Path) -> WorkerProcess:
-    nodename = f"{settings.host}-{uuid.uuid4().hex[:6]}@localhost"
+def start_worker(settings: Settings, log_dir: Path, nodename: str | None = None) -> WorkerProcess:
+    """A worker under `nodename` (a restart of a worker that died keeps its node name, as a service
+    on a real host does), or under a fresh one."""
+    nodename = nodename or f"{settings.host}-{uuid.uuid4().hex[:6]}@localhost"
     log_path = log_dir / f"worker-{settings.host}.log"
     args = [
         "-m", "celery", "-A", "worker.celery_app", "worker",
@@ -263,7 +266,7 @@ class EventsProcess:
 def start_events(settings: Settings, log_dir: Path) -> EventsProcess:
     """Start the listener and wait until it listens (its start-up resync is queued by then)."""
     log_path = log_dir / f"events-{settings.host}-{uuid.uuid4().hex[:6]}.log"
-    events = EventsProcess(spawn(["-m", "worker.events"], settings, log_path), log_path)
+    events = EventsProcess(spawn(["-m", "worker.events.listener"], settings, log_path), log_path)
 
     def listening() -> bool | None:
         if events.process.poll() is not None:

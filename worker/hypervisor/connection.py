@@ -1,4 +1,6 @@
-"""The one place that talks to libvirt. Teardown is idempotent: "no such domain/volume" is success."""
+"""The libvirt connection of a worker process: every call mini-iaas makes to libvirt goes through here
+(and through lifecycle_events.py for the event listener). Teardown is idempotent: "no such
+domain/volume" is success."""
 
 from __future__ import annotations
 
@@ -6,13 +8,19 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import libvirt
 
+from common.config import Settings
 from common.states import PowerState
-from worker import libvirt_xml
+from worker.hypervisor import domain_xml
+from worker.hypervisor.power import power_state_of
+
+# What a libvirt failure raises, for callers that must not import libvirt themselves.
+LibvirtError = libvirt.libvirtError
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,7 @@ class Hypervisor:
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._pools: dict[str, tuple[libvirt.virConnect, libvirt.virStoragePool]] = {}
 
     @property
     def conn(self) -> libvirt.virConnect:
@@ -109,6 +118,49 @@ class Hypervisor:
 
     # --- storage ---------------------------------------------------------------------------------
 
+    def pool(self, settings: Settings) -> libvirt.virStoragePool:
+        """The configured pool of this host, made ready once per connection (two RPCs saved per
+        step). A pool destroyed behind our back makes the next volume call fail, and the saga
+        compensates; a new connection (libvirtd restarted) checks it again."""
+        conn = self.conn
+        cached = self._pools.get(settings.storage_pool)
+        if cached is not None and cached[0] is conn:
+            return cached[1]
+        pool = self.ensure_pool(settings.storage_pool, settings.storage_pool_path)
+        self._pools[settings.storage_pool] = (conn, pool)
+        return pool
+
+    def volume_names(self, pool: libvirt.virStoragePool) -> list[str]:
+        return [volume.name() for volume in pool.listAllVolumes(0)]
+
+    def upload_volume(
+        self,
+        pool: libvirt.virStoragePool,
+        name: str,
+        source: BinaryIO,
+        size: int,
+        progress: Callable[[int], None],
+    ) -> VolumeInfo:
+        """A new raw-copied volume `name` with the `size` bytes read from `source` (an open file), sent
+        through a libvirt stream: no file is written outside libvirt's own pool."""
+        volume = pool.createXML(domain_xml.plain_volume_xml(name, size, "qcow2"), 0)
+        stream = self.conn.newStream(0)
+        volume.upload(stream, 0, size, 0)
+
+        def read_chunk(_stream: libvirt.virStream, nbytes: int, f: BinaryIO) -> bytes:
+            data = f.read(nbytes)
+            progress(len(data))
+            return data
+
+        try:
+            stream.sendAll(read_chunk, source)
+            stream.finish()
+        except BaseException:
+            stream.abort()
+            raise
+        pool.refresh(0)
+        return self.volume_info(pool.storageVolLookupByName(name))
+
     def ensure_pool(self, name: str, path: str) -> libvirt.virStoragePool:
         """The directory pool our volumes live in: defined, built, started and autostarted."""
         try:
@@ -117,7 +169,7 @@ class Hypervisor:
             if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_POOL:
                 raise
             log.info("defining storage pool %s at %s", name, path)
-            pool = self.conn.storagePoolDefineXML(libvirt_xml.dir_pool_xml(name, path), 0)
+            pool = self.conn.storagePoolDefineXML(domain_xml.dir_pool_xml(name, path), 0)
             pool.build(0)
             pool.setAutostart(1)
         if not pool.isActive():
@@ -143,7 +195,7 @@ class Hypervisor:
         existing = self.find_volume(pool, name)
         if existing is not None:
             return str(existing.path())
-        xml = libvirt_xml.overlay_volume_xml(name, capacity_bytes, backing_path, "qcow2")
+        xml = domain_xml.overlay_volume_xml(name, capacity_bytes, backing_path, "qcow2")
         return str(pool.createXML(xml, 0).path())
 
     def delete_volume(self, pool: libvirt.virStoragePool, name: str) -> bool:
@@ -241,6 +293,22 @@ class Hypervisor:
         else:
             domain.reboot(0)
 
+    def domain_states(self) -> list[tuple[str, str, PowerState]]:
+        """(uuid, name, power state) of every domain, from one call."""
+        return [
+            (dom.UUIDString(), dom.name(), power_state_of(st["state.state"], st.get("state.reason", -1)))
+            for dom, st in self.conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+        ]
+
+    def owner_of(self, domain_uuid: str, host: str) -> uuid.UUID | None:
+        """The VM id in a domain's ownership tag when mini-iaas host `host` made it; None for a domain
+        of anyone else, or one gone since it was listed."""
+        try:
+            xml = self.conn.lookupByUUIDString(domain_uuid).XMLDesc(0)
+        except libvirt.libvirtError:
+            return None
+        return domain_xml.owner_vm_id(xml, host)
+
     def power_state(self, domain_uuid: uuid.UUID) -> PowerState:
         domain = self.find_domain(domain_uuid)
         return PowerState.UNKNOWN if domain is None else power_state_of(*domain.state())
@@ -266,25 +334,6 @@ class Hypervisor:
         return {"domains": domains, "volumes": volumes}
 
 
-_POWER_STATES = {
-    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,  # running, waiting on I/O
-    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,  # shutting down: still running until it is off
-    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTOFF,
-    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
-}
-
-
-def power_state_of(libvirt_state: int, reason: int = -1) -> PowerState:
-    """libvirt's domain state (virDomainState, with its reason) in our vocabulary. A stop caused by a
-    guest crash says `crashed`: what a user wants to see rather than a plain `shutoff`."""
-    if libvirt_state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
-        return PowerState.CRASHED
-    return _POWER_STATES.get(libvirt_state, PowerState.UNKNOWN)
-
-
 def _owner(domain: libvirt.virDomain) -> str | None:
-    vm_id = libvirt_xml.owner_vm_id(domain.XMLDesc(0))
+    vm_id = domain_xml.owner_vm_id(domain.XMLDesc(0))
     return str(vm_id) if vm_id else None

@@ -1,0 +1,84 @@
+"""Reading one task with its steps in one statement: what clients poll, so it must be cheap.
+
+One SELECT on the autocommit engine: no BEGIN, no ROLLBACK, no ORM; the steps come aggregated as JSON
+in the same row (ordered by their place in the saga)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, literal_column, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.exc import DBAPIError
+
+from common.db import is_disconnect
+from common.models import Task, TaskStep
+
+_STEP_FIELDS = ("name", "status", "error", "undo_error", "started_at", "finished_at")
+_STEP_TIMES = ("started_at", "finished_at")
+
+_steps = (
+    select(
+        func.coalesce(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_object(
+                        *(part for name in _STEP_FIELDS for part in (name, getattr(TaskStep, name)))
+                    ),
+                    TaskStep.seq,
+                )
+            ),
+            literal_column("'[]'::json"),
+        )
+    )
+    .where(TaskStep.task_id == Task.id)
+    .scalar_subquery()
+)
+
+_TASK = select(
+    Task.id, Task.kind, Task.status, Task.vm_id, Task.host, Task.attempts, Task.result, Task.error,
+    Task.created_at, Task.queued_at, Task.started_at, Task.finished_at, _steps.label("steps"),
+)  # fmt: skip
+
+
+def read_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
+    """The task as GET /v1/tasks/<id> shows it (api.presenters.task_json's shape), or None."""
+    try:
+        row = _fetch(engine, task_id)
+    except DBAPIError as exc:
+        # No pre-ping on this engine: a connection that died with a PostgreSQL restart fails once,
+        # which drops the pool's stale connections; a read is safe to try again at once.
+        if not is_disconnect(exc):
+            raise
+        row = _fetch(engine, task_id)
+    if row is None:
+        return None
+    steps = [{**step, **{k: _iso_text(step[k]) for k in _STEP_TIMES}} for step in row["steps"]]
+    return {
+        "id": str(row["id"]),
+        "kind": row["kind"],
+        "status": row["status"],
+        "vm_id": str(row["vm_id"]) if row["vm_id"] else None,
+        "host": row["host"],
+        "attempts": row["attempts"],
+        "steps": steps,
+        "result": row["result"],
+        "error": row["error"],
+        **{k: _iso(row[k]) for k in ("created_at", "queued_at", "started_at", "finished_at")},
+    }
+
+
+def _fetch(engine: Engine, task_id: uuid.UUID) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(_TASK.where(Task.id == task_id)).mappings().first()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _iso_text(value: str | None) -> str | None:
+    """PostgreSQL's JSON timestamps trim trailing zeros of the fraction; show them as Python does."""
+    return datetime.fromisoformat(value).isoformat() if value is not None else None

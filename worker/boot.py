@@ -1,0 +1,55 @@
+"""What a worker does as it starts, on Celery's worker signals:
+
+- `celeryd_init`: check the settings a task would trip over (failpoints, reconcile actions), so a bad
+  one stops the worker at once with a clear message instead of failing its first task; and learn the
+  node name, which names this worker's leases.
+- `worker_ready`: take over the tasks an earlier incarnation of this worker left running. Only one
+  process runs under a node name, so a lease of the same name and another incarnation belongs to a
+  process that is gone (SIGKILLed, crashed, its host rebooted): its tasks go back to pending and are
+  sent again at once, instead of waiting for their lease to run out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import celeryd_init, worker_ready
+
+from common import lifecycle
+from common.db import in_transaction
+from common.dispatch import resend_unqueued
+from worker import resources
+from worker.reconcile.findings import parse_actions
+
+log = logging.getLogger(__name__)
+
+
+@celeryd_init.connect
+def check_configuration(sender: str | None = None, **_kwargs: Any) -> None:
+    if sender:
+        resources.set_node_name(sender)
+    try:
+        resources.failpoints()  # IAAS_FAILPOINTS
+        parse_actions(resources.settings().reconcile_actions)  # IAAS_RECONCILE_ACTIONS
+    except ValueError as exc:
+        raise SystemExit(f"mini-iaas worker: bad configuration: {exc}") from exc
+
+
+@worker_ready.connect
+def take_over_earlier_incarnation(sender: Any = None, **_kwargs: Any) -> None:
+    app: Celery = sender.app
+    node = resources.node_name()
+    settings = resources.settings()
+    freed = in_transaction(
+        resources.sessions(),
+        settings.db_retry_s,
+        lambda session: lifecycle.take_over(session, node, resources.INCARNATION),
+    )
+    if not freed:
+        return
+    log.warning(
+        "took over %d tasks that an earlier incarnation of %s left running: %s",
+        len(freed), node, [str(task_id) for task_id in freed],
+    )  # fmt: skip
+    resend_unqueued(app, resources.sessions(), grace_s=0, only=freed)

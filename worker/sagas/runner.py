@@ -1,0 +1,164 @@
+"""The shape of every task: claim the row (with a lease), load what the saga needs, run it while a
+heartbeat keeps the lease, record the outcome -- every write fenced by the attempt number, and every
+status change made by common/lifecycle.py."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from common import lifecycle
+from common.config import Settings
+from common.db import db_retrying, in_transaction, transaction
+from common.lifecycle import Claim
+from common.models import Task, Vm
+from common.states import TaskKind
+from worker import resources
+from worker.sagas.context import VmContext
+from worker.sagas.engine import LeaseLost, SagaFailed, SagaRun, Step, StepTimeout, call_bounded
+from worker.sagas.journal import DbJournal
+
+log = logging.getLogger(__name__)
+
+
+def claim(sessions: sessionmaker[Session], settings: Settings, task_id: uuid.UUID) -> Claim | None:
+    """pending -> running: a duplicated message, or a second worker, finds it taken."""
+    owner = resources.owner_name()
+    return in_transaction(
+        sessions,
+        settings.db_retry_s,
+        lambda session: lifecycle.claim(
+            session, task_id, owner, settings.task_lease_s, settings.task_deadline_s
+        ),
+    )
+
+
+def finish(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    claimed: Claim,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> bool:
+    return in_transaction(
+        sessions,
+        settings.db_retry_s,
+        lambda session: lifecycle.finish(session, claimed, result=result, error=error),
+    )
+
+
+@contextmanager
+def heartbeat(sessions: sessionmaker[Session], settings: Settings, claimed: Claim) -> Iterator[None]:
+    """Renew the task's lease every third of its length until the block ends."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(settings.task_lease_s / 3):
+            try:
+                with transaction(sessions) as session:
+                    lifecycle.renew_lease(session, claimed, settings.task_lease_s)
+            except Exception as exc:  # the database may be restarting: try again next beat
+                log.warning("could not renew the lease of task %s: %s", claimed.task_id, exc)
+
+    thread = threading.Thread(target=renew, name=f"lease-{claimed.task_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def load_context(sessions: sessionmaker[Session], settings: Settings, claimed: Claim) -> VmContext:
+    with sessions() as session:
+        vm = session.get(Vm, claimed.vm_id)
+        task = session.get(Task, claimed.task_id)
+        if vm is None or task is None:
+            raise LookupError(f"VM {claimed.vm_id} of task {claimed.task_id} does not exist")
+        return VmContext.load(session, vm, settings, resources.hypervisor(), sessions, task.request)
+
+
+def run_vm_task(task_id: uuid.UUID, saga: TaskKind, steps: Sequence[Step[VmContext]]) -> None:
+    sessions, settings = resources.sessions(), resources.settings()
+    claimed = claim(sessions, settings, task_id)
+    if claimed is None:
+        log.info("task %s is not pending (duplicate delivery or unknown id); nothing to do", task_id)
+        return
+    abandon = (
+        f"gave up after {claimed.attempt - 1} interrupted runs"
+        if claimed.attempt > settings.max_attempts
+        else None
+    )
+    try:
+        with heartbeat(sessions, settings, claimed):
+            ctx = db_retrying(settings.db_retry_s)(load_context, sessions, settings, claimed)
+            SagaRun(
+                name=saga,
+                steps=steps,
+                ctx=ctx,
+                journal=DbJournal(sessions, claimed, settings.db_retry_s),
+                failpoints=resources.failpoints(),
+                task_id=task_id,
+                deadline=claimed.deadline,
+                step_timeout_s=settings.step_timeout_s,
+                abandon_reason=abandon,
+            ).run()
+    except LeaseLost as lost:
+        log.warning("%s; leaving the task to its new owner", lost)
+    except SagaFailed as failure:
+        finish(sessions, settings, claimed, error=failure.as_error())
+    except Exception as exc:
+        log.exception("task %s failed before its saga could run", task_id)
+        error = {"code": "task_failed", "message": f"{type(exc).__name__}: {exc}", "details": {}}
+        finish(sessions, settings, claimed, error=error)
+    else:
+        finish(sessions, settings, claimed, result={"vm_id": str(ctx.vm_id)})
+
+
+def run_reconcile_task(task_id: uuid.UUID | None) -> None:
+    """A reconcile run: from the API (a task row exists) or from beat (the run records its own row)."""
+    from worker.reconcile.run import reconcile_host
+
+    sessions, settings = resources.sessions(), resources.settings()
+    if task_id is None:
+        scheduled = lifecycle.new_task(TaskKind.RECONCILE, settings.host, {"scheduled": True})
+        with transaction(sessions) as session:
+            session.add(scheduled)
+        task_id = scheduled.id
+    claimed = claim(sessions, settings, task_id)
+    if claimed is None:
+        log.info("reconcile task %s is not pending; nothing to do", task_id)
+        return
+    # Bounded by the task's deadline: a wedged libvirtd must not keep the run (and its heartbeat,
+    # which would hide it from the sweep) alive for ever.
+    budget = max((claimed.deadline - datetime.now(UTC)).total_seconds(), 1.0)
+
+    def reconcile() -> dict[str, Any]:
+        return reconcile_host(resources.hypervisor(), sessions, resources.engine(), settings, claimed.task_id)
+
+    try:
+        with heartbeat(sessions, settings, claimed):
+            result = call_bounded(reconcile, budget, f"reconciliation of host {settings.host}")
+    except StepTimeout as exc:
+        log.error("reconcile task %s: %s", task_id, exc)
+        error = {
+            "code": "reconcile_timeout",
+            "message": f"{exc}: libvirtd did not answer in time. Check that `virsh -c "
+            f"{settings.libvirt_uri} list --all` answers; the next scheduled run tries again.",
+            "details": {"timeout_s": round(budget, 1)},
+        }
+        finish(sessions, settings, claimed, error=error)
+    except Exception as exc:
+        log.exception("reconcile task %s failed", task_id)
+        error = {"code": "reconcile_failed", "message": f"{type(exc).__name__}: {exc}", "details": {}}
+        finish(sessions, settings, claimed, error=error)
+    else:
+        finish(sessions, settings, claimed, result=result)
