@@ -135,17 +135,20 @@ def start_baseline(settings: Settings, log_path: str) -> tuple[subprocess.Popen[
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
     url = f"http://{bind}"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise click.ClickException(f"the baseline exited; see {log_path}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).ok:
-                return proc, url
-        except requests.RequestException:  # not listening yet, or too busy booting to answer
-            pass
-        time.sleep(0.1)
-    stop(proc)
-    raise click.ClickException(f"the baseline did not answer in 30 s; see {log_path}")
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise click.ClickException(f"the baseline exited; see {log_path}")
+            try:
+                if requests.get(f"{url}/healthz", timeout=5).ok:
+                    return proc, url
+            except requests.RequestException:  # not listening yet, or too busy booting to answer
+                pass
+            time.sleep(0.1)
+        raise click.ClickException(f"the baseline did not answer in 30 s; see {log_path}")
+    except BaseException:  # never leave the baseline running behind a failed start
+        stop(proc)
+        raise
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -234,9 +234,11 @@ def raw_burst(hv: Hypervisor, settings: Settings, image_path: str, n: int, threa
 
 def raw_teardown(hv: Hypervisor, settings: Settings, vms: list[RawVm]) -> None:
     pool = hv.ensure_pool(settings.storage_pool, settings.storage_pool_path)
-    for vm in vms:  # never leave a bench domain or volume behind
+    for vm in vms:  # never leave a bench domain, volume or console log behind
         hv.undefine_domain(vm.vm_id)
         hv.delete_volume(pool, vm.volume)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{settings.console_log_dir}/{vm.vm_id}.log")
 
 
 def idle_probe(api: str, location: str, count: int = 50) -> list[float]:

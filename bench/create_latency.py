@@ -2,11 +2,13 @@
 against the raw libvirt cost of the same steps (overlay volume, define, start / destroy, undefine,
 delete volume) measured in the same run. Reported as ratios: the control plane's overhead.
 
-    make up && .venv/bin/python -m bench.create_latency --rounds 10
+    make up && .venv/bin/python -m bench.create_latency --rounds 10   # API: http://$IAAS_API_BIND
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 import uuid
@@ -16,6 +18,7 @@ import click
 import libvirt
 import requests
 
+from bench.util import default_api
 from common.config import Settings
 from worker.hypervisor import domain_xml as libvirt_xml
 from worker.hypervisor.connection import Hypervisor
@@ -75,13 +78,15 @@ def raw_round(hv: Hypervisor, settings: Settings, image_path: str) -> tuple[floa
         domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         pool.storageVolLookupByName(volume).delete(0)
         return create_s, time.perf_counter() - start
-    finally:  # never leave a bench domain or volume behind, whatever failed
+    finally:  # never leave a bench domain, volume or console log behind, whatever failed
         hv.undefine_domain(vm_id)
         hv.delete_volume(pool, volume)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{settings.console_log_dir}/{vm_id}.log")
 
 
 @click.command()
-@click.option("--api", default="http://127.0.0.1:8080", show_default=True)
+@click.option("--api", default=default_api, show_default="http://$IAAS_API_BIND")
 @click.option("--rounds", default=10, show_default=True, type=click.IntRange(1, 200))
 def main(api: str, rounds: int) -> None:
     settings = Settings()
