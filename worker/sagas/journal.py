@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
-from sqlalchemy import exists, insert, literal, select, update
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db import db_retrying, transaction
 from common.lifecycle import Claim, owned
 from common.models import Task, TaskStep
-from common.states import StepStatus
+from common.states import StepStatus, TaskStatus
 from worker.sagas.engine import LeaseLost, StepRecord, UndoData
 
 T = TypeVar("T")
@@ -39,11 +40,13 @@ class DbJournal:
     def _lost(self) -> LeaseLost:
         return LeaseLost(f"task {self.task_id} attempt {self.claim.attempt} no longer owns the task")
 
-    def _fence(self) -> Any:
-        """This run still owns the task. A locking sub-select: a takeover waits for the write that
-        holds it (or that write sees the takeover and matches nothing) -- the order a separate
-        SELECT ... FOR SHARE gives, without its round trip."""
-        return exists(select(Task.id).where(*owned(self.claim)).with_for_update(read=True))
+    def _params(self, **values: Any) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "attempt": self.claim.attempt,
+            "task_running": TaskStatus.RUNNING,
+            **values,
+        }
 
     def _write(self, work: Callable[[Session], T | None]) -> T:
         """`work` in one transaction with the waiting `succeeded` mark; None from `work` means the
@@ -69,8 +72,8 @@ class DbJournal:
         values: dict[str, Any] = {"status": status, **fields}
         if status in _FINAL:
             values["finished_at"] = datetime.now(UTC)
-        statement = update(TaskStep).where(TaskStep.id == step_id, self._fence()).values(**values)
-        return session.execute(statement.returning(TaskStep.id)).first() is not None
+        statement = _mark_statement(tuple(sorted(values)))
+        return session.execute(statement, self._params(step_id=step_id, **values)).first() is not None
 
     def load(self) -> dict[int, StepRecord]:
         """The journal so far, read without a lock (the first write fences); LeaseLost if this run
@@ -96,19 +99,11 @@ class DbJournal:
     def started(self, seq: int, name: str, undo_data: UndoData, existing: StepRecord | None) -> int:
         def work(session: Session) -> int | None:
             if existing is not None:  # a step a dead run left `running`: it runs again
-                restarted = session.execute(
-                    update(TaskStep)
-                    .where(TaskStep.id == existing.id, self._fence())
-                    .values(status=StepStatus.RUNNING, started_at=datetime.now(UTC), finished_at=None)
-                    .returning(TaskStep.id)
-                ).first()
+                params = self._params(step_id=existing.id, running=StepStatus.RUNNING, now=datetime.now(UTC))
+                restarted = session.execute(_RESTART, params).first()
                 return existing.id if restarted is not None else None
-            row = literal_row(self.task_id, seq, name, undo_data)
-            return session.scalar(
-                insert(TaskStep)
-                .from_select(list(row.selected_columns.keys()), row.where(self._fence()))
-                .returning(TaskStep.id)
-            )
+            params = self._params(seq=seq, name=name, running=StepStatus.RUNNING, undo_data=undo_data)
+            return session.execute(_INSERT, params).scalar()
 
         return self._write(work)
 
@@ -125,12 +120,29 @@ class DbJournal:
             self._write(lambda _session: True)
 
 
-def literal_row(task_id: Any, seq: int, name: str, undo_data: UndoData) -> Any:
-    """A one-row SELECT of a new journal row's values, for INSERT ... SELECT ... WHERE <fence>."""
-    return select(
-        literal(task_id, TaskStep.task_id.type).label("task_id"),
-        literal(seq, TaskStep.seq.type).label("seq"),
-        literal(name, TaskStep.name.type).label("name"),
-        literal(str(StepStatus.RUNNING), TaskStep.status.type).label("status"),
-        literal(undo_data, TaskStep.undo_data.type).label("undo_data"),
-    )
+# Every journal write is one statement fenced by FENCE, a locking sub-select: a takeover waits for the
+# write that holds it (or that write sees the takeover and matches nothing) -- the order a separate
+# SELECT ... FOR SHARE gives, without its round trip. Prepared texts, because building these from
+# expression objects on every write cost several times the round trip.
+FENCE = """EXISTS (SELECT 1 FROM tasks WHERE id = :task_id AND attempts = :attempt AND status = :task_running
+                   FOR SHARE)"""
+_TYPES = (
+    bindparam("task_id", type_=TaskStep.__table__.c.task_id.type),
+    bindparam("undo_data", type_=TaskStep.__table__.c.undo_data.type),
+)
+_INSERT_SQL = "INSERT INTO task_steps (task_id, seq, name, status, undo_data) SELECT :task_id, :seq, :name, :running, :undo_data WHERE "  # noqa: E501
+_RESTART_SQL = (
+    "UPDATE task_steps SET status = :running, started_at = :now, finished_at = NULL WHERE id = :step_id AND "
+)
+_INSERT = text(_INSERT_SQL + FENCE + " RETURNING id").bindparams(*_TYPES)
+_RESTART = text(_RESTART_SQL + FENCE + " RETURNING id").bindparams(_TYPES[0])
+_MARKABLE = frozenset({"status", "finished_at", "error", "undo_error"})
+
+
+@lru_cache(maxsize=16)
+def _mark_statement(columns: tuple[str, ...]) -> Any:
+    """UPDATE of a step's `columns` (our own column names, never input), fenced."""
+    assert _MARKABLE.issuperset(columns), columns
+    assignments = ", ".join(f"{column} = :{column}" for column in columns)
+    statement = f"UPDATE task_steps SET {assignments} WHERE id = :step_id AND {FENCE} RETURNING id"  # noqa: S608
+    return text(statement).bindparams(_TYPES[0])
