@@ -237,9 +237,17 @@ def insert_vm_and_task(session: Session, vm: Vm, task: Task, *, disk_bytes: int)
     return session.execute(_INSERT_VM_AND_TASK, params).scalar()
 
 
+# Built once: it runs after every accepted request.
+_MARK_QUEUED = (
+    update(Task)
+    .where(Task.id == bindparam("task_id", type_=Task.__table__.c.id.type), Task.queued_at.is_(None))
+    .values(queued_at=bindparam("at", type_=Task.__table__.c.queued_at.type))
+)
+
+
 def mark_queued(connection: Session | Connection, task_id: uuid.UUID, at: datetime) -> None:
     """The broker took the message: the outbox need not send it (`at` is when it was handed over)."""
-    connection.execute(update(Task).where(Task.id == task_id, Task.queued_at.is_(None)).values(queued_at=at))
+    connection.execute(_MARK_QUEUED, {"task_id": task_id, "at": at})
 
 
 def unqueued_tasks(session: Session, grace_s: float, only: Collection[uuid.UUID] | None = None) -> list[Task]:
