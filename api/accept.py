@@ -2,8 +2,8 @@
 way round), and answer 202 with the task -- or, for a retry carrying the same `Idempotency-Key`, the
 first answer again.
 
-One commit per request; marking the task queued after publishing is a hint that does not wait for the
-disk (common/dispatch.enqueue)."""
+One commit per request; marking the task queued after publishing is a hint, written off the request
+path (common/dispatch.QueuedMarks)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def accept(record: Callable[[], Recorded], body: dict[str, Any] | None) -> Respo
     session.commit()
     # A delete that cancelled a create no worker had started is finished already: nothing to queue.
     if task.status == TaskStatus.PENDING:
-        queued_at = enqueue(runtime().celery, runtime().autocommit, task)
+        queued_at = enqueue(runtime().celery, runtime().queued_marks, task)
         if queued_at is not None:
             reply["task"]["queued_at"] = queued_at.isoformat()
             if key is not None:  # a replay shows what this first answer shows (a hint, like queued_at)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
 from common.db import make_autocommit_engine, make_engine, make_session_factory
+from common.dispatch import QueuedMarks
 from common.queue import make_celery
 
 log = logging.getLogger(__name__)
@@ -26,20 +27,28 @@ class Runtime:
     celery: Celery
     # One-statement reads (GET /v1/tasks/<id>) and hint writes (the outbox's `queued_at`).
     autocommit: Engine
+    queued_marks: QueuedMarks
 
     @classmethod
     def install(cls, app: Flask, settings: Settings) -> Runtime:
         engine = make_engine(settings.database_url, pre_ping=False)
+        autocommit = make_autocommit_engine(settings.database_url)
         runtime = cls(
             settings,
             engine,
             make_session_factory(engine),
             make_celery(settings),
-            make_autocommit_engine(settings.database_url),
+            autocommit,
+            QueuedMarks(autocommit),
         )
         app.extensions["iaas"] = runtime
         app.teardown_appcontext(_close_session)
         return runtime
+
+    def close(self) -> None:
+        """Close every pooled database connection (tests make many apps in one process)."""
+        self.engine.dispose()
+        self.autocommit.dispose()
 
 
 def runtime() -> Runtime:

@@ -1,7 +1,7 @@
 """Handing committed tasks to the broker: the outbox's publishing half.
 
-A task is committed with `queued_at` NULL, then published; `queued_at` is then set as a hint (one
-autocommitted UPDATE that does not wait for the WAL flush). A task whose publish failed, or whose
+A task is committed with `queued_at` NULL, then published; `queued_at` is then set as a hint, off the
+request path, in batches (QueuedMarks). A task whose publish failed, or whose
 API died before publishing, stays unqueued, and the sweep sends it after IAAS_OUTBOX_GRACE_S; a lost
 hint only means one duplicate message, which the claim's compare-and-set makes harmless. A committed
 task is never lost."""
@@ -9,6 +9,7 @@ task is never lost."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
@@ -44,18 +45,51 @@ def publish(celery: Celery, task: Task) -> bool:
     return True
 
 
-def enqueue(celery: Celery, autocommit: Engine, task: Task) -> datetime | None:
-    """Publish a committed task and record when (through `autocommit`, common.db.make_autocommit_engine).
-    Returns that time, or None when the broker refused (the sweep sends it later)."""
+def enqueue(celery: Celery, marks: QueuedMarks, task: Task) -> datetime | None:
+    """Publish a committed task and note when, for `marks` to record. Returns that time, or None when
+    the broker refused (the sweep sends it later)."""
     if not publish(celery, task):
         return None
     at = datetime.now(UTC)
-    try:
-        with autocommit.connect() as connection:
-            lifecycle.mark_queued(connection, task.id, at)
-    except Exception as exc:  # queued all the same; without the mark the sweep sends a harmless copy
-        log.warning("task %s queued, but recording that failed (%s)", task.id, exc)
+    marks.add(task.id, at)
     return at
+
+
+class QueuedMarks:
+    """`queued_at` marks, written off the request path by a thread of their own, as many as have
+    gathered per round trip, through `engine` (autocommit, asynchronous commit: common.db).
+
+    A mark only saves the outbox sweep a re-send: one lost with this process (or with a PostgreSQL
+    crash) means one duplicate message after IAAS_OUTBOX_GRACE_S, which the claim makes harmless."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._pending: dict[uuid.UUID, datetime] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, task_id: uuid.UUID, at: datetime) -> None:
+        with self._lock:
+            self._pending[task_id] = at
+            if self._thread is None or not self._thread.is_alive():  # started lazily: after a fork
+                self._thread = threading.Thread(target=self._run, name="queued-marks", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            if not batch:
+                continue
+            try:
+                with self._engine.connect() as connection:
+                    lifecycle.mark_many_queued(connection, batch)
+            except Exception as exc:  # queued all the same; without the marks the sweep sends copies
+                log.warning("%d tasks queued, but recording that failed (%s)", len(batch), exc)
 
 
 def resend_unqueued(

@@ -250,6 +250,12 @@ def mark_queued(connection: Session | Connection, task_id: uuid.UUID, at: dateti
     connection.execute(_MARK_QUEUED, {"task_id": task_id, "at": at})
 
 
+def mark_many_queued(connection: Connection, marks: Mapping[uuid.UUID, datetime]) -> None:
+    """mark_queued for many tasks in one round trip (the driver batches the parameter sets). A Core
+    connection: given a list of parameters, an ORM session would run a bulk update by primary key."""
+    connection.execute(_MARK_QUEUED, [{"task_id": task_id, "at": at} for task_id, at in marks.items()])
+
+
 def unqueued_tasks(session: Session, grace_s: float, only: Collection[uuid.UUID] | None = None) -> list[Task]:
     """Pending tasks committed but never queued, oldest first (the outbox)."""
     cutoff = datetime.now(UTC) - timedelta(seconds=grace_s)

@@ -98,7 +98,7 @@ def app(crash_settings: Settings, sessions: Any, crash_image: str) -> Iterator[F
         session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys, failpoints CASCADE"))
     app = create_app(crash_settings)
     yield app
-    app.extensions["iaas"].engine.dispose()
+    app.extensions["iaas"].close()
 
 
 @pytest.fixture

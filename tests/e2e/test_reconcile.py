@@ -92,7 +92,7 @@ class Stack:
     def close(self) -> None:
         self.beat.stop()
         self.worker.stop()
-        self.app.extensions["iaas"].engine.dispose()
+        self.app.extensions["iaas"].close()
 
 
 def purge(sessions: Any) -> None:

@@ -51,7 +51,7 @@ def clean_tables(request: pytest.FixtureRequest) -> None:
 def app(settings: Settings, database: str, broker: redis.Redis) -> Iterator[Flask]:
     app = create_app(settings)
     yield app
-    app.extensions["iaas"].engine.dispose()
+    app.extensions["iaas"].close()
 
 
 @pytest.fixture

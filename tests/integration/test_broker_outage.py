@@ -77,7 +77,7 @@ def test_requests_accepted_during_a_redis_outage_complete_after_it(
     finally:
         beat.stop()
         worker.stop()
-        app.extensions["iaas"].engine.dispose()
+        app.extensions["iaas"].close()
 
 
 def test_a_task_committed_by_an_api_that_died_before_queueing_is_sent_by_the_sweep(
@@ -98,4 +98,4 @@ def test_a_task_committed_by_an_api_that_died_before_queueing_is_sent_by_the_swe
     finally:
         beat.stop()
         worker.stop()
-        app.extensions["iaas"].engine.dispose()
+        app.extensions["iaas"].close()

@@ -96,4 +96,4 @@ def test_the_api_and_worker_ride_out_a_postgres_restart(
     finally:
         load.stop.set()
         worker.stop()
-        app.extensions["iaas"].engine.dispose()
+        app.extensions["iaas"].close()

@@ -211,5 +211,5 @@ def test_database_and_hypervisor_agree_under_random_faults(
         if ENV.worker is not None:
             ENV.worker.stop()
         print(f"\nstate machine: {ENV.faults} injected step failures, {ENV.kills} worker kills")
-        app.extensions["iaas"].engine.dispose()
+        app.extensions["iaas"].close()
         ENV = None
