@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_URL = os.environ.get("IAAS_TEST_ADMIN_URL", "postgresql://iaas:iaas@127.0.0.1:5432/postgres")
-TEST_DB = "iaas_test"
+# IAAS_TEST_DB and IAAS_TEST_BROKER_URL let two checkouts run their suites at once without sharing state.
+TEST_DB = os.environ.get("IAAS_TEST_DB", "iaas_test")
 TEST_DATABASE_URL = f"postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/{TEST_DB}"
 # A Redis database of its own: messages of a running `make up` stack never mix with the tests'.
 TEST_BROKER = os.environ.get("IAAS_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
