@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from api import auth
 from api.errors import register_error_handlers
 from api.runtime import Runtime
 from common.config import Settings, get_settings
@@ -13,7 +14,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 def create_app(config: Settings | None = None) -> Flask:
     """App factory: everything (engine, Celery producer) is built here, nothing at import time."""
-    from api.views import actions, health, images, tasks, vms
+    from api.views import actions, health, images, project, tasks, vms
 
     settings = config or get_settings()
     app = Flask(__name__)
@@ -21,6 +22,9 @@ def create_app(config: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     Runtime.install(app, settings)
     register_error_handlers(app)
-    for blueprint in (health.bp, vms.bp, tasks.bp, images.bp, actions.bp):
+    # Every /v1 resource needs a token; health checks (and the API document) stay open.
+    protected = [vms.bp, tasks.bp, images.bp, actions.bp, project.bp]
+    auth.install(app, protected)
+    for blueprint in (health.bp, *protected):
         app.register_blueprint(blueprint)
     return app

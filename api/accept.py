@@ -14,6 +14,7 @@ from typing import Any
 from flask import jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
+from api.auth import caller
 from api.idempotency import claim_key, fingerprint, record_answer, update_answer, validate_key
 from api.presenters import task_json
 from api.runtime import db, runtime
@@ -36,16 +37,19 @@ def answer(status: int, body: dict[str, Any], task_id: uuid.UUID | None) -> Resp
 def accept(record: Callable[[], Recorded], body: dict[str, Any] | None) -> ResponseReturnValue:
     """Run `record` in the request's transaction, commit, enqueue, answer 202 with the task."""
     session = db()
+    project_id = caller().project_id
     key = request.headers.get("Idempotency-Key")
     if key is not None:
-        replay = claim_key(session, validate_key(key), request.method, request.path, fingerprint(body))
+        replay = claim_key(
+            session, project_id, validate_key(key), request.method, request.path, fingerprint(body)
+        )
         if replay is not None:
             session.rollback()
             return answer(replay.status, replay.body, replay.task_id)
     shown, task = record()
     reply = {**shown, "task": task_json(task)}
     if key is not None:
-        record_answer(session, key, 202, reply, task.id)
+        record_answer(session, project_id, key, 202, reply, task.id)
     session.commit()
     # A delete that cancelled a create no worker had started is finished already: nothing to queue.
     if task.status == TaskStatus.PENDING:
@@ -53,5 +57,5 @@ def accept(record: Callable[[], Recorded], body: dict[str, Any] | None) -> Respo
         if queued_at is not None:
             reply["task"]["queued_at"] = queued_at.isoformat()
             if key is not None:  # a replay shows what this first answer shows (a hint, like queued_at)
-                update_answer(runtime().autocommit, key, reply)
+                update_answer(runtime().autocommit, project_id, key, reply)
     return answer(202, reply, task.id)

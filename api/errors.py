@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from api.auth import WWW_AUTHENTICATE
 from common.db import is_disconnect
 from common.errors import DatabaseUnavailable, IaasError
 
@@ -27,13 +28,16 @@ _HTTP_HINTS = {
 
 def envelope(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
-) -> ResponseReturnValue:
+) -> tuple[Response, int]:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     return jsonify(body), status
 
 
 def _iaas_error(exc: IaasError) -> ResponseReturnValue:
-    return envelope(exc.status, exc.code, exc.message, exc.details)
+    response, status = envelope(exc.status, exc.code, exc.message, exc.details)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    return response, status
 
 
 def _validation_error(exc: ValidationError) -> ResponseReturnValue:

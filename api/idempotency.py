@@ -2,7 +2,8 @@
 
 The key row is inserted first, in the same transaction as the work. A concurrent request with the
 same key blocks on the primary key until the first one commits, then finds its answer and replays
-it; if the first one failed (rolled back), the second does the work itself. Keys live 24 hours."""
+it; if the first one failed (rolled back), the second does the work itself. Keys live 24 hours and
+belong to the caller's project: two projects that pick the same key never see each other's answers."""
 
 from __future__ import annotations
 
@@ -43,19 +44,27 @@ def validate_key(key: str) -> str:
     return key
 
 
-def claim_key(session: Session, key: str, method: str, path: str, body_sha256: str) -> Replay | None:
+def claim_key(
+    session: Session, project_id: uuid.UUID, key: str, method: str, path: str, body_sha256: str
+) -> Replay | None:
     """Reserve `key` for this request, or return the answer a first request with it already got."""
     now = datetime.now(UTC)
-    session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key, IdempotencyKey.expires_at < now))
+    session.execute(
+        delete(IdempotencyKey).where(
+            IdempotencyKey.project_id == project_id,
+            IdempotencyKey.key == key,
+            IdempotencyKey.expires_at < now,
+        )
+    )
     row = IdempotencyKey(
-        key=key, method=method, path=path, body_sha256=body_sha256,
+        project_id=project_id, key=key, method=method, path=path, body_sha256=body_sha256,
         status_code=0, response={}, created_at=now, expires_at=now + KEY_TTL,
     )  # fmt: skip
     try:
         with session.begin_nested():
             session.add(row)
     except IntegrityError:
-        first = session.get(IdempotencyKey, key, populate_existing=True)
+        first = session.get(IdempotencyKey, (project_id, key), populate_existing=True)
         assert first is not None  # it made our insert fail, and keys are only deleted once expired
         if (first.method, first.path, first.body_sha256) != (method, path, body_sha256):
             raise IdempotencyKeyReused(
@@ -66,14 +75,20 @@ def claim_key(session: Session, key: str, method: str, path: str, body_sha256: s
     return None
 
 
-def record_answer(session: Session, key: str, status: int, body: dict[str, Any], task_id: uuid.UUID) -> None:
-    row = session.get(IdempotencyKey, key)
+def record_answer(
+    session: Session, project_id: uuid.UUID, key: str, status: int, body: dict[str, Any], task_id: uuid.UUID
+) -> None:
+    row = session.get(IdempotencyKey, (project_id, key))
     assert row is not None
     row.status_code, row.response, row.task_id = status, body, task_id
 
 
-def update_answer(autocommit: Engine, key: str, body: dict[str, Any]) -> None:
+def update_answer(autocommit: Engine, project_id: uuid.UUID, key: str, body: dict[str, Any]) -> None:
     """Refresh a committed answer after the fact (it gained `queued_at`), as a hint: if this write is
     lost, a replay shows the task as first recorded, which is still true."""
     with Session(autocommit) as session:
-        session.execute(update(IdempotencyKey).where(IdempotencyKey.key == key).values(response=body))
+        session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.project_id == project_id, IdempotencyKey.key == key)
+            .values(response=body)
+        )

@@ -12,10 +12,11 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def vm_json(vm: Vm) -> dict[str, Any]:
+def vm_json(vm: Vm, project: str) -> dict[str, Any]:
     return {
         "id": str(vm.id),
         "name": vm.name,
+        "project": project,
         "image": vm.image,
         "vcpus": vm.vcpus,
         "memory_mib": vm.memory_mib,
@@ -47,6 +48,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "vm_id": str(task.vm_id) if task.vm_id else None,
         "host": task.host,
         "attempts": task.attempts,
+        "requested_by": task.requested_by,
         "steps": [step_json(step) for step in task.steps],
         "result": task.result,
         "error": task.error,

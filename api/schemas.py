@@ -37,6 +37,7 @@ class VmListQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=200)
     status: VmStatus | None = None
     name: DnsLabel | None = None
+    all_projects: bool = False  # admins only: every project's VMs, each showing its project
 
 
 class PowerAction(_Strict):

@@ -37,23 +37,25 @@ _steps = (
     .scalar_subquery()
 )
 
-# Built once, with the id as a parameter: building the statement per GET cost more than running it.
-_TASK = select(
-    Task.id, Task.kind, Task.status, Task.vm_id, Task.host, Task.attempts, Task.result, Task.error,
-    Task.created_at, Task.queued_at, Task.started_at, Task.finished_at, _steps.label("steps"),
+# Built once, with the ids as parameters: building the statement per GET cost more than running it.
+_ANY_TASK = select(
+    Task.id, Task.kind, Task.status, Task.vm_id, Task.host, Task.attempts, Task.requested_by, Task.result,
+    Task.error, Task.created_at, Task.queued_at, Task.started_at, Task.finished_at, _steps.label("steps"),
 ).where(Task.id == bindparam("task_id", type_=Task.__table__.c.id.type))  # fmt: skip
+_PROJECT_TASK = _ANY_TASK.where(Task.project_id == bindparam("project_id", type_=Task.__table__.c.id.type))
 
 
-def read_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
-    """The task as GET /v1/tasks/<id> shows it (api.presenters.task_json's shape), or None."""
+def read_task(engine: Engine, task_id: uuid.UUID, project_id: uuid.UUID | None) -> dict[str, Any] | None:
+    """The task as GET /v1/tasks/<id> shows it (api.presenters.task_json's shape), or None -- also
+    when it belongs to another project than `project_id` (None: any project, for admins)."""
     try:
-        row = _fetch(engine, task_id)
+        row = _fetch(engine, task_id, project_id)
     except DBAPIError as exc:
         # No pre-ping on this engine: a connection that died with a PostgreSQL restart fails once,
         # which drops the pool's stale connections; a read is safe to try again at once.
         if not is_disconnect(exc):
             raise
-        row = _fetch(engine, task_id)
+        row = _fetch(engine, task_id, project_id)
     if row is None:
         return None
     steps = [{**step, **{k: _iso_text(step[k]) for k in _STEP_TIMES}} for step in row["steps"]]
@@ -64,6 +66,7 @@ def read_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
         "vm_id": str(row["vm_id"]) if row["vm_id"] else None,
         "host": row["host"],
         "attempts": row["attempts"],
+        "requested_by": row["requested_by"],
         "steps": steps,
         "result": row["result"],
         "error": row["error"],
@@ -71,9 +74,12 @@ def read_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
     }
 
 
-def _fetch(engine: Engine, task_id: uuid.UUID) -> Any:
+def _fetch(engine: Engine, task_id: uuid.UUID, project_id: uuid.UUID | None) -> Any:
     with engine.connect() as connection:
-        return connection.execute(_TASK, {"task_id": task_id}).mappings().first()
+        if project_id is None:
+            return connection.execute(_ANY_TASK, {"task_id": task_id}).mappings().first()
+        params = {"task_id": task_id, "project_id": project_id}
+        return connection.execute(_PROJECT_TASK, params).mappings().first()
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -12,71 +12,106 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.schemas import VmCreate
-from common import lifecycle
-from common.errors import DiskTooSmall, InvalidState, NameTaken, NotFound, UnknownImage, VmBusy
+from common import lifecycle, projects
+from common.errors import DiskTooSmall, InvalidState, NameTaken, NotFound, QuotaExceeded, UnknownImage, VmBusy
 from common.lifecycle import VmOp
-from common.models import Image, Task, Vm
+from common.models import Image, Project, Task, Vm
 from common.states import ACTIVE_TASK_STATUSES, TaskKind, VmStatus
+from common.tokens import Caller
 
 GIB = 1024**3
 _NAME_INDEX = "vms_live_name_unique"
 _ACTIVE_TASK_INDEX = "tasks_one_active_per_vm"
 
 
-def get_live_vm(session: Session, vm_id: uuid.UUID) -> Vm:
+def get_live_vm(session: Session, vm_id: uuid.UUID, caller: Caller) -> Vm:
+    """The VM, if it is live and the caller may see it: another project's VM is not found, exactly
+    as if it did not exist (an admin sees every project's)."""
     vm = session.get(Vm, vm_id)
-    if vm is None or vm.status == VmStatus.DELETED:
+    if (
+        vm is None
+        or vm.status == VmStatus.DELETED
+        or not (caller.is_admin or vm.project_id == caller.project_id)
+    ):
         raise NotFound(f"No VM with id {vm_id}.", vm_id=str(vm_id))
     return vm
 
 
-def request_create(session: Session, body: VmCreate) -> tuple[Vm, Task]:
+def project_name(session: Session, vm: Vm, caller: Caller) -> str:
+    """The name of the VM's project (known without a read when it is the caller's own)."""
+    if vm.project_id == caller.project_id:
+        return caller.project
+    return session.scalar(select(Project.name).where(Project.id == vm.project_id)) or ""
+
+
+def request_create(session: Session, body: VmCreate, caller: Caller) -> tuple[Vm, Task]:
     """The VM and its create task in one statement (the hot path of the API): the VM's host is the
-    image's host (its disk is an overlay on the image), read in the same statement. When it inserts
-    nothing, the image is missing or too large for the disk, and a second read says which."""
-    vm = lifecycle.new_vm(host="", **body.model_dump())
-    task = _new_task(TaskKind.CREATE_VM, vm, body.model_dump())
+    image's host (its disk is an overlay on the image), read in the same statement, and the VM must
+    fit in the project's quota, counted in the same statement after the project's row is locked.
+    When it inserts nothing, a second read says why: no such image, too small a disk, or the quota."""
+    limits = projects.lock_limits(session, caller.project_id)
+    vm = lifecycle.new_vm(host="", project_id=caller.project_id, **body.model_dump())
+    task = _new_task(TaskKind.CREATE_VM, vm, body.model_dump(), caller)
     try:
-        host = lifecycle.insert_vm_and_task(session, vm, task, disk_bytes=body.disk_gib * GIB)
+        host = lifecycle.insert_vm_and_task(session, vm, task, disk_bytes=body.disk_gib * GIB, limits=limits)
     except IntegrityError as exc:
         _raise_conflict(exc, body.name)
     if host is None:
         _raise_unusable_image(session, body)
+        _raise_quota_exceeded(session, body, caller, limits)
     vm.host = task.host = host
     return vm, task
 
 
-def _raise_unusable_image(session: Session, body: VmCreate) -> NoReturn:
+def _raise_unusable_image(session: Session, body: VmCreate) -> None:
     image = session.execute(
         select(Image.name, Image.virtual_size_bytes).where(Image.name == body.image)
     ).first()
     if image is None:
         raise UnknownImage(f"No image named {body.image!r}; GET /v1/images lists them.", image=body.image)
     needed = -(-image.virtual_size_bytes // GIB)
-    raise DiskTooSmall(
-        f"Image {image.name!r} needs a disk of at least {needed} GiB.", minimum_disk_gib=needed
+    if body.disk_gib < needed:
+        raise DiskTooSmall(
+            f"Image {image.name!r} needs a disk of at least {needed} GiB.", minimum_disk_gib=needed
+        )
+
+
+def _raise_quota_exceeded(
+    session: Session, body: VmCreate, caller: Caller, limits: projects.Amounts
+) -> NoReturn:
+    requested = projects.Amounts(1, body.vcpus, body.memory_mib, body.disk_gib)
+    details = projects.first_exceeded(limits, projects.usage(session, caller.project_id), requested)
+    assert details is not None, "the insert found the VM over quota; the count under the same lock agrees"
+    raise QuotaExceeded(
+        f"Project {caller.project!r} may use at most {details['limit']} {details['resource']}; it uses "
+        f"{details['in_use']} and this VM asks for {details['requested']}. Delete VMs you no longer need, "
+        "or ask an admin to raise the limit (iaas-admin project set-limits).",
+        **details,
     )
 
 
-def request_destroy(session: Session, vm_id: uuid.UUID) -> tuple[Vm, Task]:
-    vm = get_live_vm(session, vm_id)
+def request_destroy(session: Session, vm_id: uuid.UUID, caller: Caller) -> tuple[Vm, Task]:
+    vm = get_live_vm(session, vm_id, caller)
     if vm.status == VmStatus.PENDING:
-        return _cancel_unstarted_create(session, vm)
+        return _cancel_unstarted_create(session, vm, caller)
     if not lifecycle.try_move_vm(session, vm_id, VmOp.REQUEST_DELETE):
         _raise_busy_or_invalid(session, vm)
-    task = _new_task(TaskKind.DESTROY_VM, vm, {})
+    task = _new_task(TaskKind.DESTROY_VM, vm, {}, caller)
     session.add(task)
     _flush_or_conflict(session, vm.name)
     session.refresh(vm)
     return vm, task
 
 
-def _cancel_unstarted_create(session: Session, vm: Vm) -> tuple[Vm, Task]:
+def _cancel_unstarted_create(session: Session, vm: Vm, caller: Caller) -> tuple[Vm, Task]:
     """DELETE of a VM whose create no worker has started yet (its host has no worker, or the queue is
     long): nothing exists on the hypervisor, so the create is cancelled and the delete is done at once.
     The cancel is a compare-and-set against the worker's claim (both need `pending`, and a claim
     counts an attempt): whichever commits first wins, and a started create answers 409 `vm_busy`."""
-    task = lifecycle.new_finished_task(TaskKind.DESTROY_VM, vm.host, vm.id, {"vm_id": str(vm.id)})
+    task = lifecycle.new_finished_task(
+        TaskKind.DESTROY_VM, vm.host, vm.id, {"vm_id": str(vm.id)},
+        project_id=vm.project_id, requested_by=caller.audit(),
+    )  # fmt: skip
     cancelled = lifecycle.cancel_unstarted(
         session,
         vm.id,
@@ -108,19 +143,22 @@ POWER_ACTION_FROM = {
 
 
 def request_power(
-    session: Session, vm_id: uuid.UUID, kind: TaskKind, options: dict[str, Any]
+    session: Session, vm_id: uuid.UUID, kind: TaskKind, options: dict[str, Any], caller: Caller
 ) -> tuple[Vm, Task]:
-    vm = get_live_vm(session, vm_id)
+    vm = get_live_vm(session, vm_id, caller)
     if vm.status not in POWER_ACTION_FROM[kind]:
         _raise_busy_or_invalid(session, vm)
-    task = _new_task(kind, vm, options)
+    task = _new_task(kind, vm, options, caller)
     session.add(task)
     _flush_or_conflict(session, vm.name)  # one active task per VM: PostgreSQL's index says so
     return vm, task
 
 
-def _new_task(kind: TaskKind, vm: Vm, request: dict[str, Any]) -> Task:
-    return lifecycle.new_task(kind, vm.host, request, vm_id=vm.id)
+def _new_task(kind: TaskKind, vm: Vm, request: dict[str, Any], caller: Caller) -> Task:
+    """A task on the VM, in the VM's project (an admin acting on another project's VM included)."""
+    return lifecycle.new_task(
+        kind, vm.host, request, vm_id=vm.id, project_id=vm.project_id, requested_by=caller.audit()
+    )
 
 
 def _raise_busy_or_invalid(session: Session, vm: Vm) -> None:

@@ -168,6 +168,27 @@ class Settings(BaseSettings):
         description="Threads of the worker, i.e. tasks run at once per host. Raise it for hosts that "
         "create or destroy many VMs at a time.",
     )
+    token_cache_s: float = Field(
+        default=5,
+        ge=0,
+        le=300,
+        description="Seconds the API remembers that a token is valid, so that a call costs no database "
+        "read for its token; a revoked token is refused at most this long after `iaas-admin token "
+        "revoke` (expiry is checked on every call). 0 reads the token on every call.",
+    )
+    retention_days: float = Field(
+        default=30,
+        gt=0,
+        description="Days a finished task (with its steps) and a deleted VM's row are kept; the sweep "
+        "purges older ones. Lower it to keep the database small, raise it for a longer history.",
+    )
+    retention_batch: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Rows the sweep purges per statement, so that purging a large backlog never holds "
+        "long locks; each sweep purges at most ten such batches of each kind. Rarely worth changing.",
+    )
     failpoints: str = Field(
         default="",
         description="Failure injection for tests, comma-separated `<saga>.<step>[.done]=raise` or "

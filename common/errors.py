@@ -32,9 +32,27 @@ class DiskTooSmall(InvalidRequest):
     code = "disk_too_small"
 
 
+class Unauthenticated(IaasError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(IaasError):
+    status = 403
+    code = "forbidden"
+
+
+class QuotaExceeded(Forbidden):
+    code = "quota_exceeded"
+
+
 class NotFound(IaasError):
     status = 404
     code = "not_found"
+
+
+class UnknownHost(NotFound):
+    code = "unknown_host"
 
 
 class Conflict(IaasError):

@@ -35,6 +35,7 @@ from sqlalchemy.sql.expression import case
 
 from common.errors import StateChanged
 from common.models import Task, Vm
+from common.projects import Amounts
 from common.states import (
     ACTIVE_TASK_STATUSES,
     DELETABLE_VM_STATUSES,
@@ -145,10 +146,15 @@ def _task_cas(op: TaskOp, *where: ColumnElement[bool], **new_values: Any) -> Any
     return update(Task).where(Task.status.in_(expected), *where).values(status=new, **new_values)
 
 
+# What some operations change besides the status, always: a compensated create gives its quota back.
+VM_OP_EFFECTS: Mapping[VmOp, Mapping[str, Any]] = {VmOp.BUILD_FAILED: {"holds_quota": False}}
+
+
 def _vm_cas(op: VmOp, *where: ColumnElement[bool], **new_values: Any) -> Any:
     olds, new = VM_TRANSITIONS[op]
     expected = [old for old in olds if old is not NEW]
-    return update(Vm).where(Vm.status.in_(expected), *where).values(status=new, **new_values)
+    values = {**VM_OP_EFFECTS.get(op, {}), **new_values}
+    return update(Vm).where(Vm.status.in_(expected), *where).values(status=new, **values)
 
 
 # --- recording -----------------------------------------------------------------------------------
@@ -161,6 +167,8 @@ def new_task(
     *,
     vm_id: uuid.UUID | None = None,
     task_id: uuid.UUID | None = None,
+    project_id: uuid.UUID | None = None,
+    requested_by: dict[str, Any] | None = None,
 ) -> Task:
     """A task row, born pending and not yet queued (the outbox: common/dispatch.py sends it)."""
     check_task_transition(NEW, TaskStatus.PENDING)
@@ -168,6 +176,8 @@ def new_task(
         id=task_id or uuid.uuid4(),
         kind=kind,
         vm_id=vm_id,
+        project_id=project_id,
+        requested_by=requested_by,
         host=host,
         status=TaskStatus.PENDING,
         request=request,
@@ -177,11 +187,20 @@ def new_task(
     )
 
 
-def new_finished_task(kind: TaskKind, host: str, vm_id: uuid.UUID, result: dict[str, Any]) -> Task:
+def new_finished_task(
+    kind: TaskKind,
+    host: str,
+    vm_id: uuid.UUID,
+    result: dict[str, Any],
+    *,
+    project_id: uuid.UUID | None = None,
+    requested_by: dict[str, Any] | None = None,
+) -> Task:
     check_task_transition(NEW, TaskStatus.SUCCEEDED)
     now = datetime.now(UTC)
     return Task(
-        id=uuid.uuid4(), kind=kind, vm_id=vm_id, host=host, status=TaskStatus.SUCCEEDED,
+        id=uuid.uuid4(), kind=kind, vm_id=vm_id, project_id=project_id, requested_by=requested_by,
+        host=host, status=TaskStatus.SUCCEEDED,
         request={}, result=result, created_at=now, started_at=now, finished_at=now, steps=[],
     )  # fmt: skip
 
@@ -203,36 +222,54 @@ _INSERT_VM_AND_TASK = text(
     """
     WITH image AS (
         SELECT host FROM images WHERE name = :image AND virtual_size_bytes <= :disk_bytes
+    ), usage AS (
+        SELECT count(*) AS instances, coalesce(sum(vcpus), 0) AS vcpus,
+               coalesce(sum(memory_mib), 0) AS memory_mib, coalesce(sum(disk_gib), 0) AS disk_gib
+        FROM vms WHERE project_id = :project_id AND status <> 'deleted' AND holds_quota
     ), vm AS (
-        INSERT INTO vms (id, name, image, vcpus, memory_mib, disk_gib, status, power_state, host,
-                         created_at, updated_at)
-        SELECT :vm_id, :name, :image, :vcpus, :memory_mib, :disk_gib, :vm_status, :power_state, host,
-               :vm_created_at, :vm_created_at
-        FROM image
+        INSERT INTO vms (id, project_id, name, image, vcpus, memory_mib, disk_gib, status, power_state,
+                         host, created_at, updated_at)
+        SELECT :vm_id, :project_id, :name, :image, :vcpus, :memory_mib, :disk_gib, :vm_status,
+               :power_state, host, :vm_created_at, :vm_created_at
+        FROM image, usage
+        WHERE usage.instances + 1 <= :max_instances AND usage.vcpus + :vcpus <= :max_vcpus
+          AND usage.memory_mib + :memory_mib <= :max_memory_mib
+          AND usage.disk_gib + :disk_gib <= :max_disk_gib
         RETURNING id, host
     )
-    INSERT INTO tasks (id, kind, vm_id, host, status, request, attempts, created_at)
-    SELECT :task_id, :kind, vm.id, vm.host, :task_status, :request, 0, :task_created_at FROM vm
+    INSERT INTO tasks (id, kind, vm_id, project_id, requested_by, host, status, request, attempts,
+                       created_at)
+    SELECT :task_id, :kind, vm.id, :project_id, :requested_by, vm.host, :task_status, :request, 0,
+           :task_created_at
+    FROM vm
     RETURNING host
     """
 ).bindparams(
     bindparam("vm_id", type_=Vm.__table__.c.id.type),
+    bindparam("project_id", type_=Vm.__table__.c.project_id.type),
     bindparam("task_id", type_=Task.__table__.c.id.type),
     bindparam("request", type_=Task.__table__.c.request.type),
+    bindparam("requested_by", type_=Task.__table__.c.requested_by.type),
 )
 
 
-def insert_vm_and_task(session: Session, vm: Vm, task: Task, *, disk_bytes: int) -> str | None:
+def insert_vm_and_task(
+    session: Session, vm: Vm, task: Task, *, disk_bytes: int, limits: Amounts
+) -> str | None:
     """INSERT a new VM (new_vm) and its first task (new_task) in one statement, both on the host of
-    the VM's image, if that image exists and fits in `disk_bytes`. Returns the host, or None when
-    nothing was inserted. Every other value is known already, so nothing else is read back."""
+    the VM's image, if that image exists and fits in `disk_bytes`, and if the VM fits in its
+    project's `limits` (projects.lock_limits, called first in this transaction, makes that count
+    exact). Returns the host, or None when nothing was inserted. Every other value is known already,
+    so nothing else is read back."""
     check_vm_transition(NEW, VmStatus(vm.status))
     check_task_transition(NEW, TaskStatus(task.status))
     params = {
-        "vm_id": vm.id, "name": vm.name, "image": vm.image, "vcpus": vm.vcpus, "memory_mib": vm.memory_mib,
-        "disk_gib": vm.disk_gib, "vm_status": str(vm.status), "power_state": str(vm.power_state),
-        "vm_created_at": vm.created_at, "disk_bytes": disk_bytes, "task_id": task.id, "kind": str(task.kind),
-        "task_status": str(task.status), "request": task.request, "task_created_at": task.created_at,
+        "vm_id": vm.id, "project_id": vm.project_id, "name": vm.name, "image": vm.image, "vcpus": vm.vcpus,
+        "memory_mib": vm.memory_mib, "disk_gib": vm.disk_gib, "vm_status": str(vm.status),
+        "power_state": str(vm.power_state), "vm_created_at": vm.created_at, "disk_bytes": disk_bytes,
+        "task_id": task.id, "kind": str(task.kind), "task_status": str(task.status), "request": task.request,
+        "requested_by": task.requested_by, "task_created_at": task.created_at,
+        **{f"max_{resource}": limit for resource, limit in limits.as_dict().items()},
     }  # fmt: skip
     return session.execute(_INSERT_VM_AND_TASK, params).scalar()
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, func
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, func, true
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -19,6 +19,45 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSONB,
         datetime: DateTime(timezone=True),
     }
+
+
+class Project(Base):
+    """A tenant: VMs, tasks and idempotency keys belong to one, and its limits bound what it may use."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    max_instances: Mapped[int] = mapped_column(Integer)
+    max_vcpus: Mapped[int] = mapped_column(Integer)
+    max_memory_mib: Mapped[int] = mapped_column(Integer)
+    max_disk_gib: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Token(Base):
+    """An API token of a project. Only the SHA-256 of its secret is kept (the secret is random)."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str | None] = mapped_column(String(63))
+    role: Mapped[str] = mapped_column(String(16))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Host(Base):
+    """A hypervisor host whose worker has started: its queue is read, so requests may go there."""
+
+    __tablename__ = "hosts"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class Image(Base):
@@ -44,6 +83,7 @@ class Vm(Base):
 
     # Equal to the libvirt domain UUID, so the hypervisor and the database name a VM the same way.
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
     name: Mapped[str] = mapped_column(String(63))
     image: Mapped[str] = mapped_column(String(63), ForeignKey("images.name"))
     vcpus: Mapped[int] = mapped_column(Integer)
@@ -55,6 +95,8 @@ class Vm(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
     deleted_at: Mapped[datetime | None]
+    # Cleared when a failed create has been compensated: it no longer counts against the quota.
+    holds_quota: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)
 
 
 class Task(Base):
@@ -65,6 +107,10 @@ class Task(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     kind: Mapped[str] = mapped_column(String(32))
     vm_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("vms.id"))
+    # NULL for the tasks beat sends (scheduled reconciliations): they belong to no project.
+    project_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("projects.id"))
+    # Who asked: {"token_id", "token_name", "project"}; NULL when nobody did (beat).
+    requested_by: Mapped[dict[str, Any] | None]
     host: Mapped[str] = mapped_column(String(63))
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING)
     request: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -109,6 +155,7 @@ class IdempotencyKey(Base):
 
     __tablename__ = "idempotency_keys"
 
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     method: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(Text)

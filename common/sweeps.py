@@ -5,7 +5,8 @@
 - outbox: a `pending` task committed but never queued (broker down, API died after the commit) is
   sent; one queued long ago but never started (a message lost with a Redis restart) is sent again --
   the claim's compare-and-set makes a duplicate harmless;
-- idempotency keys past their expiry are dropped."""
+- idempotency keys past their expiry are dropped;
+- finished tasks and deleted VMs older than the retention are purged (common/retention.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from common.config import Settings
 from common.db import transaction
 from common.dispatch import resend_unqueued
 from common.models import IdempotencyKey
+from common.retention import purge_expired
 
 log = logging.getLogger(__name__)
 
@@ -56,4 +58,11 @@ def sweep(celery: Celery, factory: sessionmaker[Session], settings: Settings) ->
     requeued = forget_stale_queueing(factory, settings.requeue_after_s)
     sent = resend_unqueued(celery, factory, settings.outbox_grace_s)
     expired = expire_idempotency_keys(factory)
-    return {"recovered": recovered, "requeued": requeued, "sent": sent, "expired_keys": expired}
+    purged = purge_expired(factory, settings.retention_days, settings.retention_batch)
+    return {
+        "recovered": recovered,
+        "requeued": requeued,
+        "sent": sent,
+        "expired_keys": expired,
+        "purged": purged,
+    }

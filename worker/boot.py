@@ -3,10 +3,11 @@
 - `celeryd_init`: check the settings a task would trip over (failpoints, reconcile actions), so a bad
   one stops the worker at once with a clear message instead of failing its first task; and learn the
   node name, which names this worker's leases.
-- `worker_ready`: take over the tasks an earlier incarnation of this worker left running. Only one
-  process runs under a node name, so a lease of the same name and another incarnation belongs to a
-  process that is gone (SIGKILLed, crashed, its host rebooted): its tasks go back to pending and are
-  sent again at once, instead of waiting for their lease to run out."""
+- `worker_ready`: register this host, so that the API may send requests to its queue; then take
+  over the tasks an earlier incarnation of this worker left running. Only one process runs under a
+  node name, so a lease of the same name and another incarnation belongs to a process that is gone
+  (SIGKILLed, crashed, its host rebooted): its tasks go back to pending and are sent again at once,
+  instead of waiting for their lease to run out."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import celeryd_init, worker_ready
 
-from common import lifecycle
+from common import hosts, lifecycle
 from common.db import in_transaction
 from common.dispatch import resend_unqueued
 from worker import resources
@@ -41,6 +42,9 @@ def take_over_earlier_incarnation(sender: Any = None, **_kwargs: Any) -> None:
     app: Celery = sender.app
     node = resources.node_name()
     settings = resources.settings()
+    in_transaction(
+        resources.sessions(), settings.db_retry_s, lambda session: hosts.register(session, settings.host)
+    )
     freed = in_transaction(
         resources.sessions(),
         settings.db_retry_s,

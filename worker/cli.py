@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from worker import resources
+from worker import cli_access, resources
 from worker.hypervisor.connection import HypervisorError
 from worker.images import ImageImportError, image_exists, import_image
 
@@ -50,6 +50,8 @@ def image_import(name: str, path: str, skip_existing: bool) -> None:
         f"{image.virtual_size_bytes} bytes, sha256 {image.checksum_sha256[:12]}...)"
     )
 
+
+cli_access.register(main)
 
 if __name__ == "__main__":
     main()

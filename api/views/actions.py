@@ -7,10 +7,12 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
 
 from api.accept import Recorded, accept
+from api.auth import require_admin
 from api.runtime import db, runtime
 from api.schemas import DnsLabel
 from api.views.body import json_object
-from common import lifecycle
+from common import hosts, lifecycle
+from common.errors import UnknownHost
 from common.states import TaskKind
 
 bp = Blueprint("actions", __name__, url_prefix="/v1/actions")
@@ -24,12 +26,23 @@ class ReconcileRequest(BaseModel):
 
 @bp.post("/reconcile")
 def reconcile() -> ResponseReturnValue:
-    """Reconcile a host now; like every request that makes a task, it takes an Idempotency-Key."""
+    """Reconcile a host now (admins only); like every request that makes a task, it takes an
+    Idempotency-Key. The host must be one whose worker has started: never a queue no worker reads."""
+    admin = require_admin("Reconciliation")
     body = ReconcileRequest.model_validate(json_object(optional=True))
     host = body.host or runtime().settings.host
 
     def record() -> Recorded:
-        task = lifecycle.new_task(TaskKind.RECONCILE, host, {"host": host})
+        if not hosts.is_known(db(), host):
+            known = hosts.known(db())
+            raise UnknownHost(
+                f"No worker has ever started on host {host!r}; known hosts: {', '.join(known) or 'none'}. "
+                "Start the worker there (make up) or pick a known host.",
+                host=host, known_hosts=known,
+            )  # fmt: skip
+        task = lifecycle.new_task(
+            TaskKind.RECONCILE, host, {"host": host}, project_id=admin.project_id, requested_by=admin.audit()
+        )
         db().add(task)
         db().flush()
         return {}, task

@@ -11,13 +11,14 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select, tuple_
 
 from api.accept import Recorded, accept
+from api.auth import caller, require_admin
 from api.pagination import decode_cursor, encode_cursor
 from api.presenters import vm_json
 from api.runtime import db
 from api.schemas import PowerAction, VmCreate, VmListQuery
 from api.views.body import json_object
-from api.vm_requests import get_live_vm, request_create, request_destroy, request_power
-from common.models import Task, Vm
+from api.vm_requests import get_live_vm, project_name, request_create, request_destroy, request_power
+from common.models import Project, Task, Vm
 from common.states import TaskKind, VmStatus
 
 bp = Blueprint("vms", __name__, url_prefix="/v1/vms")
@@ -26,7 +27,7 @@ bp = Blueprint("vms", __name__, url_prefix="/v1/vms")
 def _accept(work: Callable[[], tuple[Vm, Task]], body: dict[str, Any] | None) -> ResponseReturnValue:
     def record() -> Recorded:
         vm, task = work()
-        return {"vm": vm_json(vm)}, task
+        return {"vm": vm_json(vm, project_name(db(), vm, caller()))}, task
 
     return accept(record, body)
 
@@ -34,38 +35,48 @@ def _accept(work: Callable[[], tuple[Vm, Task]], body: dict[str, Any] | None) ->
 @bp.post("")
 def create_vm() -> ResponseReturnValue:
     body = VmCreate.model_validate(json_object())
-    return _accept(lambda: request_create(db(), body), body.model_dump())
+    return _accept(lambda: request_create(db(), body, caller()), body.model_dump())
 
 
 @bp.get("")
 def list_vms() -> ResponseReturnValue:
+    """The caller's project's VMs; with `all_projects=true` (admins only) every project's."""
     query = VmListQuery.model_validate(request.args.to_dict())
-    stmt = select(Vm).where(Vm.status != VmStatus.DELETED)
+    stmt = (
+        select(Vm, Project.name)
+        .join(Project, Project.id == Vm.project_id)
+        .where(Vm.status != VmStatus.DELETED)
+    )
+    if query.all_projects:
+        require_admin("Listing every project's VMs")
+    else:
+        stmt = stmt.where(Vm.project_id == caller().project_id)
     if query.status is not None:
         stmt = stmt.where(Vm.status == query.status)
     if query.name is not None:
         stmt = stmt.where(Vm.name == query.name)
     if query.cursor is not None:
         stmt = stmt.where(tuple_(Vm.created_at, Vm.id) > tuple_(*decode_cursor(query.cursor)))
-    rows = db().scalars(stmt.order_by(Vm.created_at, Vm.id).limit(query.limit + 1)).all()
+    rows = db().execute(stmt.order_by(Vm.created_at, Vm.id).limit(query.limit + 1)).all()
     page, more = rows[: query.limit], len(rows) > query.limit
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
-    return jsonify({"items": [vm_json(vm) for vm in page], "next_cursor": next_cursor})
+    next_cursor = encode_cursor(page[-1].Vm.created_at, page[-1].Vm.id) if more else None
+    return jsonify({"items": [vm_json(vm, project) for vm, project in page], "next_cursor": next_cursor})
 
 
 @bp.get("/<uuid:vm_id>")
 def get_vm(vm_id: uuid.UUID) -> ResponseReturnValue:
-    return jsonify(vm_json(get_live_vm(db(), vm_id)))
+    vm = get_live_vm(db(), vm_id, caller())
+    return jsonify(vm_json(vm, project_name(db(), vm, caller())))
 
 
 @bp.delete("/<uuid:vm_id>")
 def delete_vm(vm_id: uuid.UUID) -> ResponseReturnValue:
-    return _accept(lambda: request_destroy(db(), vm_id), None)
+    return _accept(lambda: request_destroy(db(), vm_id, caller()), None)
 
 
 def _power(vm_id: uuid.UUID, kind: TaskKind) -> ResponseReturnValue:
     options = PowerAction.model_validate(json_object(optional=True)).model_dump()
-    return _accept(lambda: request_power(db(), vm_id, kind, options), {"kind": kind, **options})
+    return _accept(lambda: request_power(db(), vm_id, kind, options, caller()), {"kind": kind, **options})
 
 
 @bp.post("/<uuid:vm_id>/start")

@@ -25,6 +25,7 @@ from tests.support.environment import RECOVERY_TIMES, TAKEOVER_TIMES, TEST_BROKE
 from tests.support.invariants import assert_hypervisor_matches_database, owned_domains, owned_volumes
 from tests.support.polling import poll
 from tests.support.processes import BeatProcess, WorkerProcess, kill, start_beat, start_worker
+from tests.support.tokens import api_client
 from worker.sagas.create import CREATE_STEPS
 from worker.sagas.destroy import DESTROY_STEPS
 
@@ -103,7 +104,7 @@ def app(crash_settings: Settings, sessions: Any, crash_image: str) -> Iterator[F
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    return api_client(app)
 
 
 @pytest.fixture

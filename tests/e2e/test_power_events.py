@@ -29,6 +29,7 @@ from common.models import Image, Task, Vm
 from tests.support.environment import EVENT_LATENCIES, TEST_BROKER
 from tests.support.polling import poll
 from tests.support.processes import EventsProcess, start_events
+from tests.support.tokens import project_id
 
 URI = "qemu:///system"
 HOST = "events"
@@ -105,7 +106,7 @@ def make_vm(sessions: Any, image_row: None, tmp_path: Path) -> Iterator[Callable
         with transaction(sessions) as session:
             session.add(
                 Vm(id=vm_id, name=name, image="tiny", vcpus=1, memory_mib=64, disk_gib=1,
-                   status="running", power_state="running", host=HOST)
+                   status="running", power_state="running", host=HOST, project_id=project_id(sessions))
             )  # fmt: skip
             session.flush()
             if active_task:

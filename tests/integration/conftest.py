@@ -19,8 +19,10 @@ from api import create_app
 from common.config import Settings
 from common.db import transaction
 from common.models import Image
+from common.tokens import Role
 from tests.support.processes import WorkerProcess, start_worker
 from tests.support.testdriver import TEST_NODE_XML, driver_settings, tiny_image
+from tests.support.tokens import api_client, bearer, token_for
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +58,7 @@ def app(settings: Settings, database: str, broker: redis.Redis) -> Iterator[Flas
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    return api_client(app)
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +77,17 @@ def http_api(app: Flask) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join()
+
+
+@pytest.fixture
+def member_headers(app: Flask) -> dict[str, str]:
+    """Authorization for plain HTTP calls (requests), as the token of the test project."""
+    return bearer(token_for(app.extensions["iaas"].settings.database_url))
+
+
+@pytest.fixture
+def admin_headers(app: Flask) -> dict[str, str]:
+    return bearer(token_for(app.extensions["iaas"].settings.database_url, role=Role.ADMIN))
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from tests.integration.helpers import owned_domains, vm_body, wait_for_task
 from tests.support.polling import poll
 from tests.support.processes import PrivateRedis, free_port, start_beat, start_worker
 from tests.support.testdriver import driver_settings, tiny_image
+from tests.support.tokens import api_client, caller_for
 
 HOST = "outage"
 
@@ -49,7 +50,7 @@ def test_requests_accepted_during_a_redis_outage_complete_after_it(
     worker = start_worker(settings, tmp_path)
     beat = start_beat(settings, tmp_path)
     app = create_app(settings)
-    client: FlaskClient = app.test_client()
+    client: FlaskClient = api_client(app)
     try:
         before = client.post("/v1/vms", json=vm_body("before", image="tiny-outage"))
         assert wait_for_task(client, before.headers["Location"])["status"] == "succeeded"
@@ -86,13 +87,14 @@ def test_a_task_committed_by_an_api_that_died_before_queueing_is_sent_by_the_swe
     settings = outage_settings
     """The API commits the rows, then dies before publishing: only the database knows of the task."""
     with transaction(sessions) as session:  # exactly what POST /v1/vms commits, and no publish after
-        vm, task = request_create(session, VmCreate.model_validate(vm_body("orphaned", image="tiny-outage")))
+        body = VmCreate.model_validate(vm_body("orphaned", image="tiny-outage"))
+        vm, task = request_create(session, body, caller_for(settings.database_url))
         location = f"/v1/tasks/{task.id}"
     worker = start_worker(settings, tmp_path)
     beat = start_beat(settings, tmp_path)
     app = create_app(settings)
     try:
-        finished = wait_for_task(app.test_client(), location, timeout=60)
+        finished = wait_for_task(api_client(app), location, timeout=60)
         assert finished["status"] == "succeeded" and finished["queued_at"] is not None
         assert len(owned_domains(worker.inventory(), str(vm.id))) == 1
     finally:

@@ -13,6 +13,7 @@ import requests
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
+from common import hosts
 from common.db import transaction
 from common.models import IdempotencyKey, Task, Vm
 from common.queue import TASK_NAMES, host_queue, make_celery
@@ -33,8 +34,13 @@ def at_once(n: int, call: Any) -> list[requests.Response]:
 
 
 @pytest.mark.usefixtures("idle_host")
-def test_fifty_concurrent_creates_with_one_name_make_one_vm(http_api: str, sessions: Any) -> None:
-    responses = at_once(50, lambda: requests.post(f"{http_api}/v1/vms", json=vm_body("same"), timeout=30))
+def test_fifty_concurrent_creates_with_one_name_make_one_vm(
+    http_api: str, sessions: Any, member_headers: dict[str, str]
+) -> None:
+    responses = at_once(
+        50,
+        lambda: requests.post(f"{http_api}/v1/vms", json=vm_body("same"), headers=member_headers, timeout=30),
+    )
     codes = sorted(r.status_code for r in responses)
     assert codes == [202] + [409] * 49
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {"name_taken"}
@@ -42,8 +48,10 @@ def test_fifty_concurrent_creates_with_one_name_make_one_vm(http_api: str, sessi
 
 
 @pytest.mark.usefixtures("idle_host")
-def test_twenty_concurrent_requests_with_one_key_make_one_task(http_api: str, sessions: Any) -> None:
-    headers = {"Idempotency-Key": "3f1e0c52-retry-me"}
+def test_twenty_concurrent_requests_with_one_key_make_one_task(
+    http_api: str, sessions: Any, member_headers: dict[str, str]
+) -> None:
+    headers = {"Idempotency-Key": "3f1e0c52-retry-me", **member_headers}
     responses = at_once(
         20, lambda: requests.post(f"{http_api}/v1/vms", json=vm_body("keyed"), headers=headers, timeout=30)
     )
@@ -54,11 +62,13 @@ def test_twenty_concurrent_requests_with_one_key_make_one_task(http_api: str, se
 
 
 def test_reconcile_takes_an_idempotency_key_like_every_request_that_makes_a_task(
-    http_api: str, sessions: Any
+    http_api: str, sessions: Any, admin_headers: dict[str, str]
 ) -> None:
     """Twenty retries of one keyed reconcile at once: one task, recorded and queued through the same
     path as a create (the outbox marks it queued); without a key, each request is a run of its own."""
-    headers = {"Idempotency-Key": "reconcile-once", "Content-Type": "application/json"}
+    with transaction(sessions) as session:
+        hosts.register(session, "itest-idle")  # known (its worker ran once) but not running now
+    headers = {"Idempotency-Key": "reconcile-once", "Content-Type": "application/json", **admin_headers}
     url = f"{http_api}/v1/actions/reconcile"
     body = {"host": "itest-idle"}  # no worker reads that queue: the task stays pending
     responses = at_once(20, lambda: requests.post(url, json=body, headers=headers, timeout=30))
@@ -72,7 +82,7 @@ def test_reconcile_takes_an_idempotency_key_like_every_request_that_makes_a_task
 
     poll(queued, timeout=10, what="the reconcile task to be marked queued")
     other = requests.post(url, json=body, headers={**headers, "Idempotency-Key": "another"}, timeout=30)
-    plain = requests.post(url, json=body, timeout=30)
+    plain = requests.post(url, json=body, headers=admin_headers, timeout=30)
     assert other.status_code == plain.status_code == 202 and count(sessions, Task) == 3
     reused = requests.post(url, json={"host": "elsewhere"}, headers=headers, timeout=30)
     assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"
@@ -153,12 +163,13 @@ def test_duplicated_messages_on_two_workers_run_the_saga_once(
 
 
 def test_two_concurrent_deletes_one_wins_one_is_busy(
-    http_api: str, client: FlaskClient, worker: WorkerProcess
+    http_api: str, client: FlaskClient, worker: WorkerProcess, member_headers: dict[str, str]
 ) -> None:
     response = client.post("/v1/vms", json=vm_body("racer"))
     assert wait_for_task(client, response.headers["Location"])["status"] == "succeeded"
     vm_id = response.get_json()["vm"]["id"]
-    responses = at_once(2, lambda: requests.delete(f"{http_api}/v1/vms/{vm_id}", timeout=30))
+    url = f"{http_api}/v1/vms/{vm_id}"
+    responses = at_once(2, lambda: requests.delete(url, headers=member_headers, timeout=30))
     assert sorted(r.status_code for r in responses) == [202, 409]
     [busy] = [r for r in responses if r.status_code == 409]
     assert busy.json()["error"]["code"] == "vm_busy"

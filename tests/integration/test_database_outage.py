@@ -22,6 +22,7 @@ from tests.support.environment import ROOT
 from tests.support.polling import poll
 from tests.support.processes import PrivatePostgres, start_worker
 from tests.support.testdriver import driver_settings, tiny_image
+from tests.support.tokens import api_client
 
 HOST = "pgoutage"
 
@@ -42,7 +43,7 @@ class Load:
     """Reads and writes against the API from a second thread until told to stop (bounded anyway)."""
 
     def __init__(self, app: Any) -> None:
-        self.client = app.test_client()
+        self.client = api_client(app)
         self.seen: list[tuple[int, str | None]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="load", daemon=True)
@@ -73,7 +74,7 @@ def test_the_api_and_worker_ride_out_a_postgres_restart(
         session.add(tiny_image(HOST, name="tiny-pg"))
     worker = start_worker(settings, tmp_path)
     app = create_app(settings)
-    client = app.test_client()
+    client = api_client(app)
     load = Load(app)
     try:
         in_flight = [client.post("/v1/vms", json=vm_body(f"flight-{i}", image="tiny-pg")) for i in range(4)]

@@ -12,6 +12,7 @@ from common.db import transaction
 from common.lifecycle import sync_power_states
 from common.models import Task, Vm
 from common.states import PowerState, TaskStatus, VmStatus
+from tests.support.tokens import project_id
 
 
 def add_vm(sessions: Any, status: str, power_state: str, task_status: str | None = None) -> uuid.UUID:
@@ -19,7 +20,7 @@ def add_vm(sessions: Any, status: str, power_state: str, task_status: str | None
     with transaction(sessions) as session:
         session.add(
             Vm(id=vm_id, name=f"vm-{vm_id.hex[:8]}", image="tiny", vcpus=1, memory_mib=64, disk_gib=1,
-               status=status, power_state=power_state, host="itest")
+               status=status, power_state=power_state, host="itest", project_id=project_id(sessions))
         )  # fmt: skip
         session.flush()
         if task_status is not None:

@@ -34,6 +34,7 @@ from tests.support.invariants import assert_nothing_leaked
 from tests.support.polling import poll
 from tests.support.processes import WorkerProcess, kill, start_beat, start_worker
 from tests.support.testdriver import driver_settings, tiny_image
+from tests.support.tokens import api_client
 from worker.sagas.create import CREATE_STEPS
 
 HOST = "itest-model"
@@ -196,7 +197,7 @@ def test_database_and_hypervisor_agree_under_random_faults(
         session.execute(text("TRUNCATE images CASCADE"))
         session.add(tiny_image(HOST, name="tiny-model"))
     app = create_app(model_settings)
-    ENV = Environment(model_settings, sessions, tmp_path, client=app.test_client())
+    ENV = Environment(model_settings, sessions, tmp_path, client=api_client(app))
     beat = start_beat(model_settings, tmp_path)
     try:
         run_state_machine_as_test(

@@ -13,6 +13,7 @@ from common.db import transaction
 from common.models import Vm
 from common.states import PowerState, VmStatus
 from tests.support.polling import poll
+from tests.support.tokens import project_id
 from worker.hypervisor import domain_xml
 from worker.hypervisor.connection import Hypervisor, ensure_event_loop
 from worker.hypervisor.lifecycle_events import EventSubscription, LifecycleEvent
@@ -41,7 +42,8 @@ def test_reconcile_through_the_wrapper_reaps_a_ghost_and_marks_a_missing_domain(
     with transaction(sessions) as session:
         session.add(
             Vm(id=missing, name="lost", image="tiny", vcpus=1, memory_mib=64, disk_gib=1,
-               status=VmStatus.RUNNING, power_state=PowerState.RUNNING, host=settings.host)
+               status=VmStatus.RUNNING, power_state=PowerState.RUNNING, host=settings.host,
+               project_id=project_id(sessions))
         )  # fmt: skip
     try:
         result = reconcile_host(hv, sessions, engine, repairing, uuid.uuid4())
