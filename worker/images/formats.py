@@ -1,8 +1,8 @@
 """What a file's own header says it is, read before qemu-img ever opens it.
 
-A qcow2 header can name other files that qemu opens with the image: a backing file, and an external
-data file (which qemu-img info opens even when asked only to describe the image). So those are refused
-here, from the bytes, before qemu-img runs; qemu_img.py then checks the same things in its report.
+A qcow2 header can name other files that qemu opens with the image: a backing file and an external
+data file. Those are refused here, from the bytes, before qemu-img runs, so that qemu-img is never
+handed a file that points it at other files; qemu_img.py then checks the same things in its report.
 The file also has to be a qcow2 by its magic, not merely called one: a raw, VMDK or other file
 labelled qcow2 is refused, and its real format named so it can be converted."""
 
