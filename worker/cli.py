@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
 from worker import cli_access, resources
-from worker.hypervisor.connection import HypervisorError
-from worker.images import ImageImportError, image_exists, import_image
+from worker.hypervisor.connection import HypervisorError, LibvirtError
+from worker.images import ImageImportError, image_exists, import_image, open_image_file
 
 
 @click.group()
@@ -24,25 +23,33 @@ def image() -> None:
 
 @image.command("import")
 @click.argument("name")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, readable=True))
+# A plain string, not click.Path: that stat()s the path, following a symlink, before the import opens
+# it. The import opens it exactly once and does every check on that open file.
+@click.argument("path", metavar="PATH")
 @click.option("--skip-existing", is_flag=True, help="Do nothing when an image NAME is registered already.")
 def image_import(name: str, path: str, skip_existing: bool) -> None:
-    """Register the qcow2 file PATH as image NAME (uploaded into the storage pool through libvirt)."""
+    """Register the qcow2 file PATH as image NAME (uploaded into the storage pool through libvirt).
+
+    Refused: a symlink or anything but a regular file; a file that is not a qcow2 by its own header;
+    a qcow2 with a backing file, an external data file or encryption; one qemu-img cannot read within
+    its limits."""
     if skip_existing and image_exists(resources.sessions(), name):
         click.echo(f"image {name} is registered already; leaving it as it is")
         return
-    size = os.path.getsize(path)
     try:
-        with click.progressbar(length=size, label=f"uploading {name}", file=sys.stderr) as bar:
+        with (
+            open_image_file(path) as source,
+            click.progressbar(length=source.size, label=f"uploading {name}", file=sys.stderr) as bar,
+        ):
             image, created = import_image(
                 resources.hypervisor(),
                 resources.sessions(),
                 resources.settings(),
                 name,
-                path,
+                source,
                 progress=bar.update,
             )
-    except (ImageImportError, HypervisorError) as exc:
+    except (ImageImportError, HypervisorError, LibvirtError) as exc:
         raise click.ClickException(str(exc)) from exc
     verb = "imported" if created else "already registered (same checksum)"
     click.echo(

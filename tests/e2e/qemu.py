@@ -12,7 +12,7 @@ from common.config import Settings
 from common.db import transaction
 from common.models import Image
 from worker.hypervisor.connection import Hypervisor
-from worker.images import import_image
+from worker.images import import_image, open_image_file
 
 URI = "qemu:///system"
 
@@ -32,7 +32,8 @@ def import_blank_image(settings: Settings, sessions: Any, name: str, directory: 
         session.execute(delete(Image).where(Image.name == name))
     hv = Hypervisor(settings.libvirt_uri)
     try:
-        import_image(hv, sessions, settings, name, str(source))
+        with open_image_file(str(source)) as image_file:
+            import_image(hv, sessions, settings, name, image_file)
     finally:
         hv.close()
     return name

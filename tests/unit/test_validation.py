@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import struct
 import uuid
 from datetime import UTC, datetime
 
@@ -14,7 +12,6 @@ from api.pagination import decode_cursor, encode_cursor
 from api.schemas import VmCreate, VmListQuery
 from common.config import Settings
 from common.errors import InvalidRequest
-from worker.images import ImageImportError, read_qcow2_header
 
 GOOD = {"name": "web-1", "image": "tiny", "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
 
@@ -62,21 +59,6 @@ def test_host_must_be_a_dns_label() -> None:
 def test_empty_environment_values_fall_back_to_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IAAS_DOMAIN_TYPE", "")
     assert Settings().domain_type == "auto"
-
-
-def qcow2_header(size: int, backing_offset: int = 0) -> bytes:
-    return struct.pack(">4sIQIIQ", b"QFI\xfb", 3, backing_offset, 0, 16, size) + b"\0" * 64
-
-
-def test_qcow2_header_gives_the_virtual_size() -> None:
-    header = read_qcow2_header(io.BytesIO(qcow2_header(17 * 1024**2)))
-    assert header.virtual_size == 17 * 1024**2 and not header.has_backing_file
-
-
-def test_non_qcow2_files_and_backing_files_are_noticed() -> None:
-    with pytest.raises(ImageImportError, match="qemu-img convert"):
-        read_qcow2_header(io.BytesIO(b"\x7fELF" + b"\0" * 64))
-    assert read_qcow2_header(io.BytesIO(qcow2_header(1, backing_offset=512))).has_backing_file
 
 
 def test_hosts_and_timeouts_are_checked() -> None:

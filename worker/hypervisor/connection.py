@@ -8,9 +8,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 import libvirt
 
@@ -67,6 +66,10 @@ def set_keepalive(conn: libvirt.virConnect) -> None:
         conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
     except libvirt.libvirtError as exc:  # local drivers such as test:/// have no keepalive
         log.debug("no keepalive on %s: %s", conn.getURI(), exc)
+
+
+class Readable(Protocol):
+    def read(self, length: int, /) -> bytes: ...
 
 
 class HypervisorError(Exception):
@@ -134,23 +137,16 @@ class Hypervisor:
         return [volume.name() for volume in pool.listAllVolumes(0)]
 
     def upload_volume(
-        self,
-        pool: libvirt.virStoragePool,
-        name: str,
-        source: BinaryIO,
-        size: int,
-        progress: Callable[[int], None],
+        self, pool: libvirt.virStoragePool, name: str, source: Readable, size: int
     ) -> VolumeInfo:
-        """A new raw-copied volume `name` with the `size` bytes read from `source` (an open file), sent
-        through a libvirt stream: no file is written outside libvirt's own pool."""
+        """A new raw-copied volume `name` with the `size` bytes read from `source`, sent through a
+        libvirt stream: no file is written outside libvirt's own pool."""
         volume = pool.createXML(domain_xml.plain_volume_xml(name, size, "qcow2"), 0)
         stream = self.conn.newStream(0)
         volume.upload(stream, 0, size, 0)
 
-        def read_chunk(_stream: libvirt.virStream, nbytes: int, f: BinaryIO) -> bytes:
-            data = f.read(nbytes)
-            progress(len(data))
-            return data
+        def read_chunk(_stream: libvirt.virStream, nbytes: int, reader: Readable) -> bytes:
+            return reader.read(nbytes)
 
         try:
             stream.sendAll(read_chunk, source)

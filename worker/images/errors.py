@@ -1,0 +1,7 @@
+"""The one error of image import."""
+
+from __future__ import annotations
+
+
+class ImageImportError(Exception):
+    """Why an image cannot be imported, phrased so the operator knows what to fix."""
