@@ -23,7 +23,7 @@ ifneq ($(IAAS_DOMAIN_TYPE),)
 export IAAS_DOMAIN_TYPE
 endif
 
-.PHONY: help up down status logs test lint docs migrate deps services venv lock check-install image unit clean _stack-up _pytest
+.PHONY: help access up down status logs test lint docs migrate deps services venv lock check-install image unit clean _stack-up _pytest
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -87,14 +87,21 @@ $(DOMAIN_TYPE_FILE): | $(TINY_IMAGE)
 image: migrate $(TINY_IMAGE) ## Build the tiny test image and register it as image `tiny`
 	@$(VENV)/bin/iaas-admin image import --skip-existing tiny $(TINY_IMAGE)
 
-up: image $(DOMAIN_TYPE_FILE) ## Set up everything and start the API, worker, beat, Flower and the event listener
+ADMIN_TOKEN := $(RUN_DIR)/secrets/admin-token
+
+# An `admin` project and an admin token for the README walk-through (kept while it stays valid).
+access: migrate ## Make sure the admin project exists and .run/secrets/admin-token holds a valid admin token
+	@$(VENV)/bin/iaas-admin bootstrap --token-file $(ADMIN_TOKEN)
+
+up: image access $(DOMAIN_TYPE_FILE) ## Set up everything and start the API, worker, beat, Flower and the event listener
 	@$(MAKE) --no-print-directory _stack-up
 
 _stack-up:
 	@scripts/stack.sh up
 	@echo
 	@echo "mini-iaas is up (domain type $(IAAS_DOMAIN_TYPE)):"
-	@echo "  API     http://127.0.0.1:8080   (try: curl -s http://127.0.0.1:8080/v1/images)"
+	@echo "  API     http://127.0.0.1:8080   (try: curl -s -H \"Authorization: Bearer \$$(cat $(ADMIN_TOKEN))\" http://127.0.0.1:8080/v1/images)"
+	@echo "  Token   $(ADMIN_TOKEN)   (an admin token; make others with 'iaas-admin token create')"
 	@echo "  Flower  http://127.0.0.1:5555   (queues, workers, tasks)"
 	@echo "  Next:   the walk-through in README.md; 'make status', 'make logs', 'make down'"
 

@@ -204,7 +204,7 @@ def bootstrap(token_file: Path, project_name: str) -> None:
 def _write_secret(path: Path, secret: str) -> None:
     """Write a new file readable by its owner only, then move it into place (never a window in
     which the secret sits in a file others can read)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(descriptor, "w") as file:

@@ -14,9 +14,13 @@ import pytest
 import requests
 
 from common.config import Settings
+from tests.support.environment import stack_admin_token
 from tests.support.polling import poll
 
 API = os.environ.get("IAAS_API_URL", "http://127.0.0.1:8080")
+# The admin token `make up` leaves for the README walk-through: this test is that walk-through.
+http = requests.Session()
+http.headers["Authorization"] = f"Bearer {stack_admin_token()}"
 URI = "qemu:///system"
 BOOT_MARKER = "mini-iaas tiny guest: booted"
 
@@ -39,7 +43,7 @@ def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def wait_for_task(location: str, timeout: float = 120) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
-        task = requests.get(f"{API}{location}", timeout=5).json()
+        task = http.get(f"{API}{location}", timeout=5).json()
         return task if task["status"] in ("succeeded", "failed") else None
 
     return poll(finished, timeout=timeout, interval=0.1, what=f"task {location}")
@@ -53,12 +57,12 @@ def dominfo(domain_uuid: str) -> dict[str, str]:
 def test_create_runs_a_real_guest_and_delete_leaves_nothing(stack: Settings) -> None:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     body = {"name": name, "image": "tiny", "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
-    created = requests.post(f"{API}/v1/vms", json=body, timeout=10)
+    created = http.post(f"{API}/v1/vms", json=body, timeout=10)
     assert created.status_code == 202, created.text
     vm = created.json()["vm"]
     task = wait_for_task(created.headers["Location"])
     assert task["status"] == "succeeded", task["error"]
-    assert requests.get(f"{API}/v1/vms/{vm['id']}", timeout=5).json()["status"] == "running"
+    assert http.get(f"{API}/v1/vms/{vm['id']}", timeout=5).json()["status"] == "running"
 
     # The hypervisor, asked directly: a running domain whose UUID is the VM's id.
     domain = f"iaas-{name}-{vm['id'].replace('-', '')[:8]}"
@@ -90,7 +94,7 @@ def test_create_runs_a_real_guest_and_delete_leaves_nothing(stack: Settings) -> 
         timeout=90, interval=0.5, what=f"{BOOT_MARKER!r} in {console}",
     )  # fmt: skip
 
-    deleted = requests.delete(f"{API}/v1/vms/{vm['id']}", timeout=10)
+    deleted = http.delete(f"{API}/v1/vms/{vm['id']}", timeout=10)
     assert deleted.status_code == 202, deleted.text
     task = wait_for_task(deleted.headers["Location"])
     assert task["status"] == "succeeded", task["error"]
@@ -99,7 +103,7 @@ def test_create_runs_a_real_guest_and_delete_leaves_nothing(stack: Settings) -> 
     assert domain not in virsh("list", "--all", "--name").stdout.split()
     assert volume not in virsh("vol-list", "--pool", stack.storage_pool).stdout
     assert not Path(disk_path).exists()
-    gone = requests.get(f"{API}/v1/vms/{vm['id']}", timeout=5)
+    gone = http.get(f"{API}/v1/vms/{vm['id']}", timeout=5)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
 
 
@@ -116,7 +120,7 @@ def test_power_actions_on_a_real_guest(stack: Settings) -> None:
         "memory_mib": 128,
         "disk_gib": 1,
     }
-    created = requests.post(f"{API}/v1/vms", json=body, timeout=10)
+    created = http.post(f"{API}/v1/vms", json=body, timeout=10)
     vm_id = created.json()["vm"]["id"]
     assert wait_for_task(created.headers["Location"])["status"] == "succeeded"
     console = Path(stack.console_log_dir) / f"{vm_id}.log"
@@ -124,7 +128,7 @@ def test_power_actions_on_a_real_guest(stack: Settings) -> None:
         poll(lambda: booted(console), timeout=90, interval=0.5, what="the guest to boot")
 
         def act(action: str) -> dict[str, Any]:
-            response = requests.post(f"{API}/v1/vms/{vm_id}/{action}", timeout=10)
+            response = http.post(f"{API}/v1/vms/{vm_id}/{action}", timeout=10)
             assert response.status_code == 202, response.text
             return wait_for_task(response.headers["Location"])
 
@@ -132,18 +136,16 @@ def test_power_actions_on_a_real_guest(stack: Settings) -> None:
         assert stopped["status"] == "succeeded", stopped["error"]
         assert virsh("domstate", vm_id).stdout.strip() == "shut off"
         assert "power button" in console.read_text(errors="replace")  # it went down gracefully
-        vm = requests.get(f"{API}/v1/vms/{vm_id}", timeout=5).json()
+        vm = http.get(f"{API}/v1/vms/{vm_id}", timeout=5).json()
         assert (vm["status"], vm["power_state"]) == ("stopped", "shutoff")
-        assert (
-            requests.post(f"{API}/v1/vms/{vm_id}/stop", timeout=10).json()["error"]["code"] == "invalid_state"
-        )
+        assert http.post(f"{API}/v1/vms/{vm_id}/stop", timeout=10).json()["error"]["code"] == "invalid_state"
 
         assert act("start")["status"] == "succeeded"
         assert virsh("domstate", vm_id).stdout.strip() == "running"
         assert act("reboot")["status"] == "succeeded"
         assert virsh("domstate", vm_id).stdout.strip() == "running"
-        vm = requests.get(f"{API}/v1/vms/{vm_id}", timeout=5).json()
+        vm = http.get(f"{API}/v1/vms/{vm_id}", timeout=5).json()
         assert (vm["status"], vm["power_state"]) == ("running", "running")
     finally:
-        deleted = requests.delete(f"{API}/v1/vms/{vm_id}", timeout=10)
+        deleted = http.delete(f"{API}/v1/vms/{vm_id}", timeout=10)
         assert wait_for_task(deleted.headers["Location"])["status"] == "succeeded"

@@ -23,10 +23,12 @@ from api import create_app
 from common.config import Settings
 from common.db import transaction
 from common.models import Task
+from common.tokens import Role
 from tests.e2e.qemu import URI, import_blank_image, virsh
 from tests.support.environment import TEST_BROKER
 from tests.support.polling import poll
 from tests.support.processes import BeatProcess, WorkerProcess, start_beat, start_worker
+from tests.support.tokens import api_client
 from worker.hypervisor import domain_xml as libvirt_xml
 
 HOST = "recon"
@@ -62,7 +64,7 @@ class Stack:
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self.settings = settings
         self.app: Flask = create_app(settings)
-        self.client: FlaskClient = self.app.test_client()
+        self.client: FlaskClient = api_client(self.app, role=Role.ADMIN)
         self.worker: WorkerProcess = start_worker(settings, log_dir)
         self.beat: BeatProcess = start_beat(settings, log_dir)  # its sweep re-sends what reconcile requeues
 

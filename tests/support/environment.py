@@ -21,3 +21,12 @@ RECOVERY_TIMES: list[float] = []
 TAKEOVER_TIMES: list[float] = []
 # (what virsh did out of band, seconds from the listener receiving the event to the row reading it)
 EVENT_LATENCIES: list[tuple[str, float]] = []
+
+
+def stack_admin_token() -> str:
+    """The admin token `make up` wrote for the running stack (tests that drive the stack over HTTP)."""
+    path = Path(os.environ.get("RUN_DIR", ROOT / ".run")) / "secrets" / "admin-token"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""  # the first call then answers 401, which says what is missing
