@@ -13,7 +13,16 @@ from sqlalchemy.orm import Session
 
 from api.schemas import VmCreate
 from common import lifecycle, projects
-from common.errors import DiskTooSmall, InvalidState, NameTaken, NotFound, QuotaExceeded, UnknownImage, VmBusy
+from common.errors import (
+    Conflict,
+    DiskTooSmall,
+    InvalidState,
+    NameTaken,
+    NotFound,
+    QuotaExceeded,
+    UnknownImage,
+    VmBusy,
+)
 from common.lifecycle import VmOp
 from common.models import Image, Project, Task, Vm
 from common.states import ACTIVE_TASK_STATUSES, TaskKind, VmStatus
@@ -47,20 +56,22 @@ def project_name(session: Session, vm: Vm, caller: Caller) -> str:
 def request_create(session: Session, body: VmCreate, caller: Caller) -> tuple[Vm, Task]:
     """The VM and its create task in one statement (the hot path of the API): the VM's host is the
     image's host (its disk is an overlay on the image), read in the same statement, and the VM must
-    fit in the project's quota, counted in the same statement after the project's row is locked.
-    When it inserts nothing, a second read says why: no such image, too small a disk, or the quota."""
-    limits = projects.lock_limits(session, caller.project_id)
+    fit in the project's quota, whose usage the same statement checks and takes. When it inserts
+    nothing, a second read says why: no such image, too small a disk, or the quota."""
     vm = lifecycle.new_vm(host="", project_id=caller.project_id, **body.model_dump())
     task = _new_task(TaskKind.CREATE_VM, vm, body.model_dump(), caller)
-    try:
-        host = lifecycle.insert_vm_and_task(session, vm, task, disk_bytes=body.disk_gib * GIB, limits=limits)
-    except IntegrityError as exc:
-        _raise_conflict(exc, body.name)
-    if host is None:
+    for _attempt in range(3):
+        try:
+            host = lifecycle.insert_vm_and_task(session, vm, task, disk_bytes=body.disk_gib * GIB)
+        except IntegrityError as exc:
+            _raise_conflict(exc, body.name)
+        if host is not None:
+            vm.host = task.host = host
+            return vm, task
         _raise_unusable_image(session, body)
-        _raise_quota_exceeded(session, body, caller, limits)
-    vm.host = task.host = host
-    return vm, task
+        _raise_quota_exceeded(session, body, caller)
+        # Neither: a delete in the project freed room between the two statements; try again.
+    raise Conflict("The project's usage kept changing while this VM was being recorded; retry the request.")
 
 
 def _raise_unusable_image(session: Session, body: VmCreate) -> None:
@@ -76,18 +87,18 @@ def _raise_unusable_image(session: Session, body: VmCreate) -> None:
         )
 
 
-def _raise_quota_exceeded(
-    session: Session, body: VmCreate, caller: Caller, limits: projects.Amounts
-) -> NoReturn:
+def _raise_quota_exceeded(session: Session, body: VmCreate, caller: Caller) -> None:
+    project = session.get(Project, caller.project_id, populate_existing=True)
+    assert project is not None  # a token's project is never deleted
     requested = projects.Amounts(1, body.vcpus, body.memory_mib, body.disk_gib)
-    details = projects.first_exceeded(limits, projects.usage(session, caller.project_id), requested)
-    assert details is not None, "the insert found the VM over quota; the count under the same lock agrees"
-    raise QuotaExceeded(
-        f"Project {caller.project!r} may use at most {details['limit']} {details['resource']}; it uses "
-        f"{details['in_use']} and this VM asks for {details['requested']}. Delete VMs you no longer need, "
-        "or ask an admin to raise the limit (iaas-admin project set-limits).",
-        **details,
-    )
+    details = projects.first_exceeded(projects.limits_of(project), projects.usage_of(project), requested)
+    if details is not None:
+        raise QuotaExceeded(
+            f"Project {caller.project!r} may use at most {details['limit']} {details['resource']}; it uses "
+            f"{details['in_use']} and this VM asks for {details['requested']}. Delete VMs you no longer "
+            "need, or ask an admin to raise the limit (iaas-admin project set-limits).",
+            **details,
+        )
 
 
 def request_destroy(session: Session, vm_id: uuid.UUID, caller: Caller) -> tuple[Vm, Task]:

@@ -37,7 +37,7 @@ import requests
 from sqlalchemy import delete, select, text
 
 from bench.baseline_app import QUEUE_KEY, accepted
-from bench.util import NO_WORKER_HOST, default_api, ensure_no_worker_image, median, table
+from bench.util import NO_WORKER_HOST, authorize, default_api, ensure_no_worker_image, median, table
 from common.config import Settings
 from common.db import make_engine, make_session_factory, transaction
 from common.models import Task, Vm
@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LUA = """
 -- unique names: a random prefix per run, the thread number, a counter per thread
 local prefix = "%(prefix)s"
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %(secret)s"}
 local image = "%(image)s"
 local threads = 0
 local counter = 0
@@ -62,7 +63,7 @@ function request()
   local body = string.format(
     '{"name":"%%s-%%d-%%d","image":"%%s","vcpus":1,"memory_mib":128,"disk_gib":1}',
     prefix, tid, counter, image)
-  return wrk.format("POST", "/v1/vms", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/v1/vms", headers, body)
 end
 """
 
@@ -106,9 +107,11 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(url: str, image: str, prefix: str, threads: int, connections: int, duration: str) -> WrkResult:
+def run_wrk(
+    url: str, image: str, prefix: str, threads: int, connections: int, duration: str, secret: str
+) -> WrkResult:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % {"prefix": prefix, "image": image})
+        script.write(LUA % {"prefix": prefix, "image": image, "secret": secret})
     try:
         cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}", "--latency", "-s", script.name,
                url]  # fmt: skip
@@ -192,6 +195,7 @@ def main(
 ) -> None:
     settings = Settings()
     sessions = make_session_factory(make_engine(settings.database_url))
+    secret = authorize(settings)  # every request carries a token: its check is part of what is measured
     own_queue = None
     if image is None:
         image = ensure_no_worker_image(sessions)
@@ -206,14 +210,14 @@ def main(
         for url in targets.values():
             prefix = f"w{secrets.token_hex(3)}"
             prefixes.append(prefix)
-            run_wrk(url, image, prefix, threads, connections, warmup)
+            run_wrk(url, image, prefix, threads, connections, warmup, secret)
         cleanup(settings, sessions, prefixes, own_queue)
         for i in range(repeats):  # alternate the order, so drift on the shared cores hits both alike
             order = list(targets.items()) if i % 2 == 0 else list(reversed(targets.items()))
             for label, url in order:
                 prefix = f"b{secrets.token_hex(3)}"
                 prefixes.append(prefix)
-                result = run_wrk(url, image, prefix, threads, connections, duration)
+                result = run_wrk(url, image, prefix, threads, connections, duration, secret)
                 results[label].append(result)
                 click.echo(
                     f"repeat {i + 1}/{repeats} {label}: {result.accepted_per_s:.0f} accepted/s, p50 "

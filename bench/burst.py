@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import requests
 
-from bench.util import default_api, median, percentile, table
+from bench.util import authorize, default_api, http, median, percentile, table
 from common.config import Settings
 from worker.hypervisor import domain_xml as libvirt_xml
 from worker.hypervisor.connection import Hypervisor
@@ -61,7 +60,7 @@ def _wait(api: str, location: str, interval: float, timeout: float = 300) -> tup
     deadline = time.monotonic() + timeout
     polls = 0
     while time.monotonic() < deadline:
-        task = requests.get(f"{api}{location}", timeout=10).json()
+        task = http.get(f"{api}{location}", timeout=10).json()
         polls += 1
         if task["status"] in TERMINAL:
             return task, polls
@@ -77,7 +76,7 @@ def probe(api: str, locations: list[str], interval: float, stop: threading.Event
         if stop.is_set():
             return
         start = time.perf_counter()
-        requests.get(f"{api}{locations[i % len(locations)]}", timeout=10)
+        http.get(f"{api}{locations[i % len(locations)]}", timeout=10)
         out.append((time.perf_counter() - start) * 1000)
         stop.wait(interval)
 
@@ -94,7 +93,7 @@ def api_burst(api: str, image: str, n: int, poll_interval: float, probe_interval
     def client(i: int) -> float:
         body = {"name": f"{prefix}-{i}", "image": image, "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
         barrier.wait()
-        created = requests.post(f"{api}/v1/vms", json=body, timeout=30)
+        created = http.post(f"{api}/v1/vms", json=body, timeout=30)
         created.raise_for_status()
         with lock:
             locations.append(created.headers["Location"])
@@ -177,7 +176,7 @@ def _seconds(start: str | None, end: str | None) -> float:
 
 def delete_through_api(api: str, vm_ids: list[str]) -> None:
     def one(vm_id: str) -> None:
-        deleted = requests.delete(f"{api}/v1/vms/{vm_id}", timeout=30)
+        deleted = http.delete(f"{api}/v1/vms/{vm_id}", timeout=30)
         if deleted.status_code == 404:
             return
         deleted.raise_for_status()
@@ -245,7 +244,7 @@ def idle_probe(api: str, location: str, count: int = 50) -> list[float]:
     samples = []
     for _ in range(count):
         start = time.perf_counter()
-        requests.get(f"{api}{location}", timeout=10)
+        http.get(f"{api}{location}", timeout=10)
         samples.append((time.perf_counter() - start) * 1000)
         time.sleep(0.02)
     return samples
@@ -269,6 +268,7 @@ def main(
     probe_interval: float,
 ) -> None:
     settings = Settings()
+    authorize(settings)
     threads = threads or settings.worker_concurrency
     hv = Hypervisor(settings.libvirt_uri)
     pool = hv.ensure_pool(settings.storage_pool, settings.storage_pool_path)

@@ -16,9 +16,8 @@ from typing import Any
 
 import click
 import libvirt
-import requests
 
-from bench.util import default_api
+from bench.util import authorize, default_api, http
 from common.config import Settings
 from worker.hypervisor import domain_xml as libvirt_xml
 from worker.hypervisor.connection import Hypervisor
@@ -29,7 +28,7 @@ GIB = 1024**3
 def _poll_task(api: str, location: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        task = requests.get(f"{api}{location}", timeout=5).json()
+        task = http.get(f"{api}{location}", timeout=5).json()
         if task["status"] in ("succeeded", "failed"):
             return task
         time.sleep(0.005)  # polling interval: bounds the measurement's resolution to ~5 ms
@@ -45,13 +44,13 @@ def api_round(api: str) -> tuple[float, float]:
         "disk_gib": 1,
     }
     start = time.perf_counter()
-    created = requests.post(f"{api}/v1/vms", json=body, timeout=10)
+    created = http.post(f"{api}/v1/vms", json=body, timeout=10)
     created.raise_for_status()
     task = _poll_task(api, created.headers["Location"])
     create_s = time.perf_counter() - start
     assert task["status"] == "succeeded", task["error"]
     start = time.perf_counter()
-    deleted = requests.delete(f"{api}/v1/vms/{created.json()['vm']['id']}", timeout=10)
+    deleted = http.delete(f"{api}/v1/vms/{created.json()['vm']['id']}", timeout=10)
     deleted.raise_for_status()
     task = _poll_task(api, deleted.headers["Location"])
     assert task["status"] == "succeeded", task["error"]
@@ -90,6 +89,7 @@ def raw_round(hv: Hypervisor, settings: Settings, image_path: str) -> tuple[floa
 @click.option("--rounds", default=10, show_default=True, type=click.IntRange(1, 200))
 def main(api: str, rounds: int) -> None:
     settings = Settings()
+    authorize(settings)
     hv = Hypervisor(settings.libvirt_uri)
     pool = hv.ensure_pool(settings.storage_pool, settings.storage_pool_path)
     image_path = pool.storageVolLookupByName(libvirt_xml.image_volume_name("tiny")).path()

@@ -53,7 +53,7 @@ import common.lifecycle as lifecycle
 from api import create_app
 from bench import baseline_app
 from bench.accept_rate import cleanup
-from bench.util import NO_WORKER_HOST, ensure_no_worker_image, table
+from bench.util import NO_WORKER_HOST, authorized_client, ensure_no_worker_image, table
 from common.config import Settings
 from common.db import make_engine, make_session_factory
 from common.queue import host_queue
@@ -234,7 +234,7 @@ def profile_get(app: Flask, sessions: Any, n: int) -> None:
     if task_id is None:
         click.echo("\nno task with steps yet: run a create first to profile GET /v1/tasks/<id>")
         return
-    client = app.test_client()
+    client = authorized_client(app)
     for _ in range(20):
         client.get(f"/v1/tasks/{task_id}")
     COUNTS.clear()
@@ -265,7 +265,7 @@ def profile_get(app: Flask, sessions: Any, n: int) -> None:
 
 
 def drive(app: Flask, image: str, prefix: str, n: int) -> float:
-    client = app.test_client()
+    client = authorized_client(app)
     start = time.perf_counter()
     for i in range(n):
         TRACE.clear()

@@ -44,14 +44,22 @@ from typing import Any
 import click
 import psycopg2
 import redis
-import requests
 
 import worker.sagas.create as create_saga
 import worker.sagas.engine as saga_engine
 import worker.sagas.runner as runner
 from api import create_app
 from bench import profile_accept
-from bench.util import NO_WORKER_HOST, default_api, ensure_no_worker_image, median, table
+from bench.util import (
+    NO_WORKER_HOST,
+    authorize,
+    authorized_client,
+    default_api,
+    ensure_no_worker_image,
+    http,
+    median,
+    table,
+)
 from common.config import get_settings
 from common.queue import host_queue
 from common.states import TaskKind
@@ -179,7 +187,7 @@ def in_process(rounds: int) -> None:
     sessions = resources.sessions()
     image = ensure_no_worker_image(sessions)
     app = create_app(settings)
-    client = app.test_client()
+    client = authorized_client(app)
     profile_accept.count_sql(resources.engine())
     hv = resources.hypervisor()
     pool = hv.pool(settings)  # the handle the saga's steps use, cached as in a running worker
@@ -276,12 +284,12 @@ def live(api: str, rounds: int, poll_s: float) -> None:
         name = f"live-{uuid.uuid4().hex[:8]}"
         body: dict[str, Any] = {"name": name, "image": "tiny", "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
         t_post = time.time()
-        created = requests.post(f"{api}/v1/vms", json=body, timeout=10)
+        created = http.post(f"{api}/v1/vms", json=body, timeout=10)
         t_202 = time.time()
         created.raise_for_status()
         location = created.headers["Location"]
         while True:
-            task = requests.get(f"{api}{location}", timeout=10).json()
+            task = http.get(f"{api}{location}", timeout=10).json()
             if task["status"] in ("succeeded", "failed"):
                 t_seen = time.time()
                 break
@@ -309,9 +317,9 @@ def live(api: str, rounds: int, poll_s: float) -> None:
         )
         parts["client: finished_at -> poll sees it"].append(t_seen - _ts(task["finished_at"]))
         parts["TOTAL POST -> succeeded seen"].append(t_seen - t_post)
-        deleted = requests.delete(f"{api}/v1/vms/{task['vm_id']}", timeout=10)
+        deleted = http.delete(f"{api}/v1/vms/{task['vm_id']}", timeout=10)
         deleted.raise_for_status()
-        while requests.get(f"{api}{deleted.headers['Location']}", timeout=10).json()["status"] not in (
+        while http.get(f"{api}{deleted.headers['Location']}", timeout=10).json()["status"] not in (
             "succeeded",
             "failed",
         ):
@@ -433,6 +441,7 @@ def main(rounds: int, live_rounds: int, api: str, poll: float, txn: int) -> None
         finally:
             redis.Redis.from_url(get_settings().broker_url).delete(host_queue(NO_WORKER_HOST))
     if live_rounds:
+        authorize(get_settings())
         live(api, live_rounds, poll)
 
 

@@ -8,12 +8,20 @@ import os
 import statistics
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.config import Settings
+from common.db import make_engine
 from common.models import Image
+from common.projects import create_project, find_project
+from common.tokens import Role, create_token
 
 # A host no worker consumes: tasks for it are committed and queued, never run.
 NO_WORKER_HOST = "bench-noworker"
@@ -75,3 +83,34 @@ def ensure_no_worker_image(sessions: sessionmaker[Session], like: str = "tiny") 
         }
         session.execute(pg_insert(Image).values(**values).on_conflict_do_nothing(index_elements=["name"]))
     return NO_WORKER_IMAGE
+
+
+# What every bench calls the API with: a session carrying the token of project BENCH_PROJECT.
+BENCH_PROJECT = "bench"
+http = requests.Session()
+
+
+def authorize(settings: Settings) -> str:
+    """Give `http` a fresh member token of BENCH_PROJECT (made with room for any run's VMs) and
+    return its secret (for wrk). The token check is then part of what every bench measures."""
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            project = find_project(session, BENCH_PROJECT) or create_project(
+                session, BENCH_PROJECT, instances=1_000_000, vcpus=10_000_000, memory_mib=2**31 - 1,
+                disk_gib=2**31 - 1,
+            )  # fmt: skip
+            _, secret = create_token(session, project, Role.MEMBER, "bench", timedelta(days=1))
+    finally:
+        engine.dispose()
+    http.headers["Authorization"] = f"Bearer {secret}"
+    return secret
+
+
+def authorized_client(app: Flask) -> FlaskClient:
+    """A test client of `app` calling with the bench token (made on first use)."""
+    if "Authorization" not in http.headers:
+        authorize(app.extensions["iaas"].settings)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = http.headers["Authorization"]
+    return client

@@ -35,7 +35,6 @@ from sqlalchemy.sql.expression import case
 
 from common.errors import StateChanged
 from common.models import Task, Vm
-from common.projects import Amounts
 from common.states import (
     ACTIVE_TASK_STATUSES,
     DELETABLE_VM_STATUSES,
@@ -146,15 +145,36 @@ def _task_cas(op: TaskOp, *where: ColumnElement[bool], **new_values: Any) -> Any
     return update(Task).where(Task.status.in_(expected), *where).values(status=new, **new_values)
 
 
-# What some operations change besides the status, always: a compensated create gives its quota back.
-VM_OP_EFFECTS: Mapping[VmOp, Mapping[str, Any]] = {VmOp.BUILD_FAILED: {"holds_quota": False}}
-
-
 def _vm_cas(op: VmOp, *where: ColumnElement[bool], **new_values: Any) -> Any:
     olds, new = VM_TRANSITIONS[op]
     expected = [old for old in olds if old is not NEW]
-    values = {**VM_OP_EFFECTS.get(op, {}), **new_values}
-    return update(Vm).where(Vm.status.in_(expected), *where).values(status=new, **values)
+    return update(Vm).where(Vm.status.in_(expected), *where).values(status=new, **new_values)
+
+
+# The operations after which a VM no longer uses its project's quota: it is gone, or its failed
+# create was compensated (the row stays, in `error`, to show what happened).
+RELEASING_OPS = frozenset({VmOp.DELETED, VmOp.CANCEL_CREATE, VmOp.BUILD_FAILED})
+
+_RELEASE_QUOTA = text(
+    """
+    WITH released AS (
+        UPDATE vms SET holds_quota = false WHERE id = :vm_id AND holds_quota
+        RETURNING project_id, vcpus, memory_mib, disk_gib
+    )
+    UPDATE projects
+    SET used_instances = used_instances - 1, used_vcpus = used_vcpus - released.vcpus,
+        used_memory_mib = used_memory_mib - released.memory_mib,
+        used_disk_gib = used_disk_gib - released.disk_gib
+    FROM released WHERE projects.id = released.project_id
+    """
+).bindparams(bindparam("vm_id", type_=Vm.__table__.c.id.type))
+
+
+def _after_move(session: Session, vm_id: uuid.UUID, op: VmOp) -> None:
+    """What a move implies besides the status: releasing the VM's quota, once (the flag it clears
+    makes a repeated or resumed release do nothing)."""
+    if op in RELEASING_OPS:
+        session.execute(_RELEASE_QUOTA, {"vm_id": vm_id})
 
 
 # --- recording -----------------------------------------------------------------------------------
@@ -220,21 +240,22 @@ def new_vm(**fields: Any) -> Vm:
 # than the database round trip it saves.
 _INSERT_VM_AND_TASK = text(
     """
-    WITH image AS (
+    WITH quota AS (
+        UPDATE projects
+        SET used_instances = used_instances + 1, used_vcpus = used_vcpus + :vcpus,
+            used_memory_mib = used_memory_mib + :memory_mib, used_disk_gib = used_disk_gib + :disk_gib
+        WHERE id = :project_id
+          AND used_instances + 1 <= max_instances AND used_vcpus + :vcpus <= max_vcpus
+          AND used_memory_mib + :memory_mib <= max_memory_mib AND used_disk_gib + :disk_gib <= max_disk_gib
+        RETURNING id
+    ), image AS (
         SELECT host FROM images WHERE name = :image AND virtual_size_bytes <= :disk_bytes
-    ), usage AS (
-        SELECT count(*) AS instances, coalesce(sum(vcpus), 0) AS vcpus,
-               coalesce(sum(memory_mib), 0) AS memory_mib, coalesce(sum(disk_gib), 0) AS disk_gib
-        FROM vms WHERE project_id = :project_id AND status <> 'deleted' AND holds_quota
     ), vm AS (
         INSERT INTO vms (id, project_id, name, image, vcpus, memory_mib, disk_gib, status, power_state,
-                         host, created_at, updated_at)
-        SELECT :vm_id, :project_id, :name, :image, :vcpus, :memory_mib, :disk_gib, :vm_status,
-               :power_state, host, :vm_created_at, :vm_created_at
-        FROM image, usage
-        WHERE usage.instances + 1 <= :max_instances AND usage.vcpus + :vcpus <= :max_vcpus
-          AND usage.memory_mib + :memory_mib <= :max_memory_mib
-          AND usage.disk_gib + :disk_gib <= :max_disk_gib
+                         host, holds_quota, created_at, updated_at)
+        SELECT :vm_id, quota.id, :name, :image, :vcpus, :memory_mib, :disk_gib, :vm_status,
+               :power_state, host, true, :vm_created_at, :vm_created_at
+        FROM image, quota
         RETURNING id, host
     )
     INSERT INTO tasks (id, kind, vm_id, project_id, requested_by, host, status, request, attempts,
@@ -253,14 +274,12 @@ _INSERT_VM_AND_TASK = text(
 )
 
 
-def insert_vm_and_task(
-    session: Session, vm: Vm, task: Task, *, disk_bytes: int, limits: Amounts
-) -> str | None:
+def insert_vm_and_task(session: Session, vm: Vm, task: Task, *, disk_bytes: int) -> str | None:
     """INSERT a new VM (new_vm) and its first task (new_task) in one statement, both on the host of
     the VM's image, if that image exists and fits in `disk_bytes`, and if the VM fits in its
-    project's `limits` (projects.lock_limits, called first in this transaction, makes that count
-    exact). Returns the host, or None when nothing was inserted. Every other value is known already,
-    so nothing else is read back."""
+    project's quota -- whose usage the same statement takes (see common/projects.py). Returns the
+    host, or None when nothing was inserted; the caller then raises, so that the transaction (and
+    any usage taken) is rolled back. Every other value is known already: nothing is read back."""
     check_vm_transition(NEW, VmStatus(vm.status))
     check_task_transition(NEW, TaskStatus(task.status))
     params = {
@@ -269,7 +288,6 @@ def insert_vm_and_task(
         "power_state": str(vm.power_state), "vm_created_at": vm.created_at, "disk_bytes": disk_bytes,
         "task_id": task.id, "kind": str(task.kind), "task_status": str(task.status), "request": task.request,
         "requested_by": task.requested_by, "task_created_at": task.created_at,
-        **{f"max_{resource}": limit for resource, limit in limits.as_dict().items()},
     }  # fmt: skip
     return session.execute(_INSERT_VM_AND_TASK, params).scalar()
 
@@ -472,6 +490,7 @@ def move_vm(
     nothing left to do (returns False then)."""
     moved = session.execute(_vm_cas(op, Vm.id == vm_id, **new_values).returning(Vm.id)).first()
     if moved is not None:
+        _after_move(session, vm_id, op)
         return True
     current = session.scalar(select(Vm.status).where(Vm.id == vm_id))
     if settled and current in settled:
@@ -484,7 +503,10 @@ def move_vm(
 
 def try_move_vm(session: Session, vm_id: uuid.UUID, op: VmOp, **new_values: Any) -> bool:
     """move_vm that reports a lost race instead of raising (the API turns it into 409)."""
-    return session.execute(_vm_cas(op, Vm.id == vm_id, **new_values).returning(Vm.id)).first() is not None
+    moved = session.execute(_vm_cas(op, Vm.id == vm_id, **new_values).returning(Vm.id)).first() is not None
+    if moved:
+        _after_move(session, vm_id, op)
+    return moved
 
 
 def has_active_task() -> ColumnElement[bool]:

@@ -32,6 +32,11 @@ class Project(Base):
     max_vcpus: Mapped[int] = mapped_column(Integer)
     max_memory_mib: Mapped[int] = mapped_column(Integer)
     max_disk_gib: Mapped[int] = mapped_column(Integer)
+    # The usage of its VMs that hold quota, kept by common/lifecycle.py in the same transactions.
+    used_instances: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_vcpus: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_memory_mib: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_disk_gib: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
@@ -95,7 +100,8 @@ class Vm(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
     deleted_at: Mapped[datetime | None]
-    # Cleared when a failed create has been compensated: it no longer counts against the quota.
+    # True while its sizes count in its project's usage: cleared, once, when the VM is deleted or its
+    # failed create has been compensated (common/lifecycle.py releases the usage then).
     holds_quota: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)
 
 

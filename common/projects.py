@@ -1,9 +1,12 @@
-"""Projects and their quotas: what a project may use (its limits) and what it uses (its live VMs).
+"""Projects and their quotas: what a project may use (its limits) and what it uses.
 
-Usage is never stored as a counter that could drift: it is counted from the VMs that hold quota
-(every VM not deleted, except a failed create that was compensated). A create locks its project's
-row first (`lock_limits`), so creates of one project count and insert one after another, and no
-number of concurrent creates can pass a limit; other projects are not held up."""
+The usage is kept on the project's row, changed only by common/lifecycle.py in the very transactions
+that create a VM (one UPDATE that checks the limits and takes the VM's share, or matches nothing) and
+that release one (deleted, or its failed create compensated; a flag on the VM makes the release
+happen once). A create's UPDATE locks the row, so creates of one project queue behind each other
+and re-check the row as the one before left it: no number of concurrent creates passes a limit, and
+other projects are not held up. A unit test of the migrations and an invariant of the test suite
+check the kept usage against a count of the VMs."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from common.models import Project, Vm
@@ -52,30 +55,29 @@ def find_project(session: Session, name: str) -> Project | None:
     return session.scalar(select(Project).where(Project.name == name))
 
 
-# The VMs that count against their project's quota.
-HOLDS_QUOTA = (Vm.status != VmStatus.DELETED, Vm.holds_quota.is_(True))
-
-_USAGE = select(
-    func.count(Vm.id), func.coalesce(func.sum(Vm.vcpus), 0), func.coalesce(func.sum(Vm.memory_mib), 0),
-    func.coalesce(func.sum(Vm.disk_gib), 0),
-).where(Vm.project_id == bindparam("project_id"), *HOLDS_QUOTA)  # fmt: skip
+def usage_of(project: Project) -> Amounts:
+    return Amounts(project.used_instances, project.used_vcpus, project.used_memory_mib, project.used_disk_gib)
 
 
 def usage(session: Session, project_id: uuid.UUID) -> Amounts:
-    return Amounts(*session.execute(_USAGE, {"project_id": project_id}).one())
+    project = session.get(Project, project_id, populate_existing=True)
+    assert project is not None
+    return usage_of(project)
 
 
-_LOCK = (
-    select(Project.max_instances, Project.max_vcpus, Project.max_memory_mib, Project.max_disk_gib)
-    .where(Project.id == bindparam("project_id"))
-    .with_for_update()
-)
+# The VMs whose sizes count in their project's usage.
+HOLDS_QUOTA = (Vm.status != VmStatus.DELETED, Vm.holds_quota.is_(True))
 
 
-def lock_limits(session: Session, project_id: uuid.UUID) -> Amounts:
-    """Lock the project's row until the transaction ends and return its limits. The statements
-    that follow in this transaction see every create that committed before the lock was granted."""
-    return Amounts(*session.execute(_LOCK, {"project_id": project_id}).one())
+def counted_usage(session: Session, project_id: uuid.UUID) -> Amounts:
+    """The usage counted from the VMs: what the kept usage must always equal (tests check it)."""
+    row = session.execute(
+        select(
+            func.count(Vm.id), func.coalesce(func.sum(Vm.vcpus), 0),
+            func.coalesce(func.sum(Vm.memory_mib), 0), func.coalesce(func.sum(Vm.disk_gib), 0),
+        ).where(Vm.project_id == project_id, *HOLDS_QUOTA)
+    ).one()  # fmt: skip
+    return Amounts(*row)
 
 
 def first_exceeded(limits: Amounts, used: Amounts, requested: Amounts) -> dict[str, Any] | None:

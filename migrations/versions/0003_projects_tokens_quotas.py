@@ -36,10 +36,20 @@ def upgrade() -> None:
         sa.Column("max_vcpus", sa.Integer, nullable=False),
         sa.Column("max_memory_mib", sa.Integer, nullable=False),
         sa.Column("max_disk_gib", sa.Integer, nullable=False),
+        # What the project's VMs that hold quota use: changed only in the transactions that create a VM
+        # or release one (common/lifecycle.py), so a create checks and takes its share in one UPDATE.
+        *(
+            sa.Column(f"used_{resource}", sa.BigInteger, nullable=False, server_default="0")
+            for resource in ("instances", "vcpus", "memory_mib", "disk_gib")
+        ),
         _timestamp("created_at"),
         sa.CheckConstraint(
             "max_instances >= 0 AND max_vcpus >= 0 AND max_memory_mib >= 0 AND max_disk_gib >= 0",
             name="projects_limits_not_negative",
+        ),
+        sa.CheckConstraint(
+            "used_instances >= 0 AND used_vcpus >= 0 AND used_memory_mib >= 0 AND used_disk_gib >= 0",
+            name="projects_usage_not_negative",
         ),
     )
     op.create_table(
@@ -91,7 +101,7 @@ def upgrade() -> None:
         unique=True,
         postgresql_where=sa.text("status <> 'deleted'"),
     )
-    # What a project's quota counts, and what its listing walks.
+    # What a project's listing walks.
     op.create_index(
         "vms_live_by_project",
         "vms",
@@ -128,6 +138,15 @@ def _adopt_earlier_rows() -> None:
     )
     for table in ("vms", "tasks", "idempotency_keys"):
         bind.execute(sa.text(f"UPDATE {table} SET project_id = :id"), {"id": project_id})
+    bind.execute(
+        sa.text(
+            "UPDATE projects SET used_instances = u.n, used_vcpus = u.v, used_memory_mib = u.m, "
+            "used_disk_gib = u.d FROM (SELECT count(*) n, coalesce(sum(vcpus), 0) v, "
+            "coalesce(sum(memory_mib), 0) m, coalesce(sum(disk_gib), 0) d FROM vms "
+            "WHERE status <> 'deleted') u WHERE projects.id = :id"
+        ),
+        {"id": project_id},
+    )
 
 
 def downgrade() -> None:

@@ -25,7 +25,7 @@ from tests.support.environment import RECOVERY_TIMES, TAKEOVER_TIMES, TEST_BROKE
 from tests.support.invariants import assert_hypervisor_matches_database, owned_domains, owned_volumes
 from tests.support.polling import poll
 from tests.support.processes import BeatProcess, WorkerProcess, kill, start_beat, start_worker
-from tests.support.tokens import api_client
+from tests.support.tokens import api_client, zero_usage
 from worker.sagas.create import CREATE_STEPS
 from worker.sagas.destroy import DESTROY_STEPS
 
@@ -97,6 +97,7 @@ def app(crash_settings: Settings, sessions: Any, crash_image: str) -> Iterator[F
     purge_pool()
     with transaction(sessions) as session:
         session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys, failpoints CASCADE"))
+        zero_usage(session)
     app = create_app(crash_settings)
     yield app
     app.extensions["iaas"].close()

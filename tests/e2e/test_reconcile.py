@@ -28,7 +28,7 @@ from tests.e2e.qemu import URI, import_blank_image, virsh
 from tests.support.environment import TEST_BROKER
 from tests.support.polling import poll
 from tests.support.processes import BeatProcess, WorkerProcess, start_beat, start_worker
-from tests.support.tokens import api_client
+from tests.support.tokens import api_client, zero_usage
 from worker.hypervisor import domain_xml as libvirt_xml
 
 HOST = "recon"
@@ -107,6 +107,7 @@ def purge(sessions: Any) -> None:
             virsh("vol-delete", "--pool", POOL, volume, check=False)
     with transaction(sessions) as session:
         session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys CASCADE"))
+        zero_usage(session)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from common.models import Image
 from common.tokens import Role
 from tests.support.processes import WorkerProcess, start_worker
 from tests.support.testdriver import TEST_NODE_XML, driver_settings, tiny_image
-from tests.support.tokens import api_client, bearer, token_for
+from tests.support.tokens import api_client, bearer, token_for, zero_usage
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +46,7 @@ def clean_tables(request: pytest.FixtureRequest) -> None:
     settings: Settings = request.getfixturevalue("settings")
     with transaction(sessions) as session:
         session.execute(text("TRUNCATE task_steps, tasks, vms, images CASCADE"))
+        zero_usage(session)
         session.add(tiny_image(settings.host))
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from common.models import Project, Task, Vm
 from tests.integration.helpers import vm_body, wait_for_task
+from tests.support.invariants import assert_usage_is_counted
 from tests.support.processes import WorkerProcess
 from tests.support.tokens import authorize, bearer, token_for
 
@@ -54,6 +55,7 @@ def test_fifty_concurrent_creates_never_pass_the_instance_limit(
         ("instances", 5, 5)
     }
     assert vms_of(sessions, project) == 5
+    assert_usage_is_counted(sessions)
     with sessions() as session:
         assert session.scalar(select(func.count(Task.id)).join(Project).where(Project.name == project)) == 5
 
@@ -88,17 +90,18 @@ def test_each_resource_has_its_limit_and_a_refusal_writes_nothing(
 
 
 @pytest.mark.usefixtures("idle_host")
-def test_deleting_a_vm_gives_its_quota_back(app: Flask) -> None:
+def test_deleting_a_vm_gives_its_quota_back(app: Flask, sessions: Any) -> None:
     client, _, _ = project_client(app, instances=1)
     created = client.post("/v1/vms", json=vm_body("only-one"))
     assert client.post("/v1/vms", json=vm_body("too-many")).status_code == 403
     client.delete(f"/v1/vms/{created.get_json()['vm']['id']}")  # a pending create: cancelled at once
     assert client.get("/v1/project").get_json()["usage"]["instances"] == 0
     assert client.post("/v1/vms", json=vm_body("next-one")).status_code == 202
+    assert_usage_is_counted(sessions)
 
 
 def test_a_deleted_and_a_compensated_vm_give_their_quota_back(
-    app: Flask, worker: WorkerProcess, failpoint: Callable[[str, str], None]
+    app: Flask, sessions: Any, worker: WorkerProcess, failpoint: Callable[[str, str], None]
 ) -> None:
     client, _, _ = project_client(app, instances=1, vcpus=1)
     built = client.post("/v1/vms", json=vm_body("built", vcpus=1))
@@ -119,3 +122,4 @@ def test_a_deleted_and_a_compensated_vm_give_their_quota_back(
     again = client.post("/v1/vms", json=vm_body("again", vcpus=1))
     assert again.status_code == 202
     assert wait_for_task(client, again.headers["Location"])["status"] == "succeeded"
+    assert_usage_is_counted(sessions)

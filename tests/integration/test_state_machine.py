@@ -34,7 +34,7 @@ from tests.support.invariants import assert_nothing_leaked
 from tests.support.polling import poll
 from tests.support.processes import WorkerProcess, kill, start_beat, start_worker
 from tests.support.testdriver import driver_settings, tiny_image
-from tests.support.tokens import api_client
+from tests.support.tokens import api_client, zero_usage
 from worker.sagas.create import CREATE_STEPS
 
 HOST = "itest-model"
@@ -67,6 +67,7 @@ class VmLifecycle(RuleBasedStateMachine):
         self.env = ENV
         with transaction(self.env.sessions) as session:
             session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys CASCADE"))
+            zero_usage(session)
             session.execute(delete(Failpoint))
         self.restart_worker()  # a fresh, empty hypervisor for every example
         self.live: dict[str, str] = {}  # name -> VM id, per the model

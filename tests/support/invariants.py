@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from common.models import Task, Vm
+from common.models import Project, Task, Vm
+from common.projects import counted_usage, usage_of
 from common.states import ACTIVE_TASK_STATUSES
 from tests.support.polling import poll
 
@@ -39,10 +40,20 @@ def wait_for_every_task_to_finish(sessions: Any, timeout: float = SETTLE_TIMEOUT
         raise AssertionError(f"{timed_out}; unfinished: {unfinished_tasks(sessions)}") from None
 
 
+def assert_usage_is_counted(sessions: Any) -> None:
+    """Every project's kept usage equals a count of its VMs that hold quota: no path of a task,
+    a failure or a compensation took or released a share twice, or forgot to."""
+    with sessions() as session:
+        for project in session.scalars(select(Project)):
+            kept, counted = usage_of(project), counted_usage(session, project.id)
+            assert kept == counted, f"project {project.name}: usage {kept}, but its VMs add up to {counted}"
+
+
 def assert_nothing_leaked(sessions: Any, inventory: dict[str, Any]) -> dict[str, Any]:
-    """No task left unfinished, and nothing in libvirt that the database does not own. Returns the
-    VMs by id."""
+    """No task left unfinished, nothing in libvirt that the database does not own, and every
+    project's usage true. Returns the VMs by id."""
     wait_for_every_task_to_finish(sessions)
+    assert_usage_is_counted(sessions)
     with sessions() as session:
         vms = {str(vm.id): vm for vm in session.scalars(select(Vm)).all()}
     live = {vm_id for vm_id, vm in vms.items() if vm.status not in ("deleted",)}

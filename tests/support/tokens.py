@@ -7,10 +7,11 @@ import uuid
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import projects
+from common.models import Project
 from common.tokens import Caller, Role, create_token, look_up
 
 # Test projects get room for every test's VMs; quota tests make projects of their own.
@@ -66,3 +67,10 @@ def project_id(sessions: sessionmaker[Session], project: str = "itest") -> uuid.
     with sessions() as session, session.begin():
         found = projects.find_project(session, project) or projects.create_project(session, project, **ROOMY)
         return found.id
+
+
+def zero_usage(session: Session) -> None:
+    """After a test TRUNCATEs the VMs, their projects' kept usage must start from zero again."""
+    session.execute(
+        update(Project).values(used_instances=0, used_vcpus=0, used_memory_mib=0, used_disk_gib=0)
+    )
