@@ -34,13 +34,20 @@ from pathlib import Path
 import click
 import redis
 import requests
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete
 
 from bench.baseline_app import QUEUE_KEY, accepted
-from bench.util import NO_WORKER_HOST, authorize, default_api, ensure_no_worker_image, median, table
+from bench.util import (
+    NO_WORKER_HOST,
+    authorize,
+    default_api,
+    delete_bench_vms,
+    ensure_no_worker_image,
+    median,
+    table,
+)
 from common.config import Settings
 from common.db import make_engine, make_session_factory, transaction
-from common.models import Task, Vm
 from common.queue import host_queue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,11 +177,7 @@ def cleanup(settings: Settings, sessions: object, prefixes: list[str], own_queue
     removed = 0
     with transaction(sessions) as session:  # type: ignore[arg-type]
         for prefix in prefixes:
-            vm_ids = select(Vm.id).where(Vm.name.like(f"{prefix}-%"))
-            # no task can be committed between the two deletes
-            session.execute(text("LOCK TABLE vms, tasks IN SHARE ROW EXCLUSIVE MODE"))
-            session.execute(delete(Task).where(Task.vm_id.in_(vm_ids)))
-            removed += session.execute(delete(Vm).where(Vm.name.like(f"{prefix}-%"))).rowcount
+            removed += delete_bench_vms(session, prefix)
             session.execute(delete(accepted).where(accepted.c.name.like(f"{prefix}-%")))
     broker = redis.Redis.from_url(settings.broker_url)
     broker.delete(QUEUE_KEY, *([own_queue] if own_queue else []))

@@ -13,14 +13,14 @@ from datetime import timedelta
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.config import Settings
 from common.db import make_engine
-from common.models import Image
-from common.projects import create_project, find_project
+from common.models import Image, Task, Vm
+from common.projects import counted_usage, create_project, find_project
 from common.tokens import Role, create_token
 
 # A host no worker consumes: tasks for it are committed and queued, never run.
@@ -114,3 +114,18 @@ def authorized_client(app: Flask) -> FlaskClient:
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = http.headers["Authorization"]
     return client
+
+
+def delete_bench_vms(session: Session, prefix: str) -> int:
+    """Delete the VMs named `<prefix>-…` with their tasks, and set the bench project's usage back to
+    what its remaining VMs use (rows deleted behind the lifecycle's back release nothing)."""
+    vm_ids = select(Vm.id).where(Vm.name.like(f"{prefix}-%"))
+    session.execute(text("LOCK TABLE vms, tasks IN SHARE ROW EXCLUSIVE MODE"))  # nothing lands between
+    session.execute(delete(Task).where(Task.vm_id.in_(vm_ids)))
+    removed = len(session.scalars(delete(Vm).where(Vm.name.like(f"{prefix}-%")).returning(Vm.id)).all())
+    project = find_project(session, BENCH_PROJECT)
+    if project is not None:
+        used = counted_usage(session, project.id)
+        project.used_instances, project.used_vcpus = used.instances, used.vcpus
+        project.used_memory_mib, project.used_disk_gib = used.memory_mib, used.disk_gib
+    return removed
