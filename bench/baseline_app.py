@@ -4,11 +4,11 @@ runs it under gunicorn next to the product and reports the product's rate as a r
 
     BENCH_DATABASE_URL=postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/iaas_bench \\
     BENCH_REDIS_URL=redis://127.0.0.1:6379/3 \\
-    .venv/bin/gunicorn --bind 127.0.0.1:8181 --workers 2 --timeout 30 --access-logfile - \\
-        'bench.baseline_app:create_app()'
+    .venv/bin/gunicorn -c api/gunicorn_config.py --bind 127.0.0.1:8181 'bench.baseline_app:create_app()'
 
-Same stack as the product, so the ratio measures the product's own work, not a different driver:
-gunicorn with the settings scripts/stack.sh gives the API (2 sync workers, timeout 30, access log on),
+Same stack as the product, so the ratio measures the product's own work, not a different driver or
+server: gunicorn with the product's configuration (api/gunicorn_config.py: 2 gevent workers, psycogreen,
+access log on),
 SQLAlchemy Core on psycopg2 with the product's pool size (`common.db.make_engine` minus its
 `pool_pre_ping`: the ping is a round trip the product chose, so it counts as product overhead;
 set BENCH_PRE_PING=1 to give the floor one too), redis-py with one connection pool per process, and

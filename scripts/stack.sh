@@ -4,6 +4,7 @@
 #   scripts/stack.sh up|down|status
 set -euo pipefail
 
+root=$(cd "$(dirname "$0")/.." && pwd)
 run_dir=${RUN_DIR:?RUN_DIR must be set (the Makefile sets it)}
 venv=${VENV:?VENV must be set}
 api_bind=${IAAS_API_BIND:-127.0.0.1:8080}
@@ -16,7 +17,7 @@ alive() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/
 
 command_for() {
     case $1 in
-    api) echo "$venv/bin/gunicorn --bind $api_bind --workers 2 --timeout 30 --access-logfile - api:create_app()" ;;
+    api) echo "$venv/bin/gunicorn -c $root/api/gunicorn_config.py --bind $api_bind api:create_app()" ;;
     worker) echo "$venv/bin/celery -A worker.celery_app worker --pool threads --hostname worker@%h --loglevel INFO" ;;
     beat) echo "$venv/bin/celery -A worker.celery_app beat --schedule $run_dir/celerybeat-schedule --loglevel INFO" ;;
     flower) echo "$venv/bin/celery -A worker.celery_app flower --address=127.0.0.1 --port=$flower_port" ;;
