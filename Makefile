@@ -14,9 +14,11 @@ LOCK := $(CURDIR)/requirements.lock
 LOCK_UPGRADE ?= --upgrade
 LOCK_PYTHON ?= /usr/bin/python3
 LOCK_VENV := $(RUN_DIR)/lock-venv
-# The generated passwords (scripts/ensure-secrets.sh), read by every process (common/secrets.py).
+# The generated passwords (scripts/ensure-secrets.sh), read by every process (common/secrets.py), and
+# the unprivileged user the API, beat and Flower run as (scripts/ensure-service-user.sh).
 IAAS_SECRETS_DIR ?= $(RUN_DIR)/secrets
-export RUN_DIR VENV IAAS_SECRETS_DIR
+IAAS_SERVICE_USER ?= mini-iaas
+export RUN_DIR VENV IAAS_SECRETS_DIR IAAS_SERVICE_USER
 
 # Detected once (scripts/detect-domain-type.sh) unless you set IAAS_DOMAIN_TYPE yourself.
 DOMAIN_TYPE_FILE := $(RUN_DIR)/domain-type
@@ -33,7 +35,8 @@ help: ## Show this help
 deps: ## Install the missing Debian packages (PostgreSQL, Redis, libvirt, qemu, build headers)
 	@scripts/install-deps.sh
 
-secrets: deps ## Generate the passwords once, into .run/secrets
+secrets: deps ## Create the service user and generate the passwords once, into .run/secrets
+	@scripts/ensure-service-user.sh
 	@scripts/ensure-secrets.sh
 
 services: deps secrets ## Start PostgreSQL, Redis (with its password), virtlogd and libvirtd when they are down
