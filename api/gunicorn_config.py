@@ -6,7 +6,7 @@
 fork and gevent patches them). A gevent worker serves each connection in a greenlet, so a client that
 sends its request slowly, or never finishes it, holds one greenlet, not a worker: the two workers keep
 answering everyone else. psycopg2 yields to the other greenlets while it waits for PostgreSQL through
-psycogreen's wait callback, installed in each worker after the fork."""
+psycogreen's wait callback, installed in each worker after the fork (`wait_for_postgres`)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,23 @@ control_socket_disable = True
 
 def post_fork(server: Any, worker: Any) -> None:
     """psycopg2 waits for PostgreSQL through gevent instead of blocking the worker's every greenlet."""
-    from psycogreen.gevent import patch_psycopg
+    from psycopg2 import extensions
 
-    patch_psycopg()
+    extensions.set_wait_callback(wait_for_postgres)
+
+
+def wait_for_postgres(conn: Any) -> None:
+    """psycogreen's wait callback, keeping the connection's `connect_timeout` (common/db.py: fail fast,
+    503, when the database does not answer). With a wait callback psycopg2 connects asynchronously,
+    and libpq enforces that timeout only on blocking connects: without this a server that accepts
+    and then says nothing would hold the request until TCP gives up."""
+    from psycogreen.gevent import gevent_wait_callback
+    from psycopg2 import OperationalError, extensions
+
+    timeout = None
+    if conn.status == extensions.STATUS_SETUP:  # still connecting
+        timeout = float(extensions.parse_dsn(conn.dsn).get("connect_timeout") or 0) or None
+    try:
+        gevent_wait_callback(conn, timeout=timeout)
+    except TimeoutError as exc:  # gevent's wait_read/wait_write ran out
+        raise OperationalError(f"timeout expired: no answer from PostgreSQL within {timeout} s") from exc
