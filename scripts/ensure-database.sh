@@ -56,9 +56,24 @@ else
     verb=CREATE
 fi
 # ALTER on every run: the role's password is always the current secret (rotation: docs/operations.md).
-IAAS_ROLE_PASSWORD=$IAAS_ROLE_PASSWORD sql -v name="$user" <<SQL
-\getenv pw IAAS_ROLE_PASSWORD
-$verb ROLE :"name" LOGIN CREATEDB PASSWORD :'pw'
+# PostgreSQL gets a SCRAM-SHA-256 verifier made here, never the password itself, so not even a failed
+# statement that the server logs can show it; psql reads it from the environment (\getenv), not argv.
+IAAS_ROLE_VERIFIER=$(IAAS_ROLE_PASSWORD=$IAAS_ROLE_PASSWORD python3 <<'PY'
+import base64, hashlib, hmac, os, secrets
+# RFC 5802/7677 as PostgreSQL stores it (SASLprep leaves the ASCII of generated passwords as it is).
+password, salt, rounds = os.environ["IAAS_ROLE_PASSWORD"].encode(), secrets.token_bytes(16), 4096
+if not password.isascii():
+    raise SystemExit("ensure-database.sh: give the role an ASCII password (SASLprep is not done here)")
+salted = hashlib.pbkdf2_hmac("sha256", password, salt, rounds)
+stored = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+server = hmac.digest(salted, b"Server Key", "sha256")
+b64 = lambda raw: base64.b64encode(raw).decode()
+print(f"SCRAM-SHA-256${rounds}:{b64(salt)}${b64(stored)}:{b64(server)}")
+PY
+)
+IAAS_ROLE_VERIFIER=$IAAS_ROLE_VERIFIER sql -v name="$user" <<SQL
+\getenv verifier IAAS_ROLE_VERIFIER
+$verb ROLE :"name" LOGIN CREATEDB PASSWORD :'verifier'
 SQL
 if [[ $(sql -v name="$database" <<<"SELECT 1 FROM pg_database WHERE datname = :'name'") != 1 ]]; then
     echo "==> creating database $database (owner $user)"
