@@ -23,8 +23,6 @@ umask 027
 # user, group and supplementary groups and execs, so the pid file names the process itself.
 as_service=()
 if ((EUID == 0)); then
-    id -u "$service_user" >/dev/null 2>&1 \
-        || { echo "no user $service_user: scripts/ensure-service-user.sh creates it ('make up' runs it)" >&2; exit 1; }
     as_service=(setpriv --reuid="$service_user" --regid="$service_user" --init-groups)
 fi
 
@@ -53,6 +51,10 @@ prepare() {  # the folders and files the processes need, with their owners and m
     done
     chmod 0700 "$beat_dir"
     ((${#as_service[@]} == 0)) && return
+    if ! id -u "$service_user" >/dev/null 2>&1; then
+        echo "no user $service_user: scripts/ensure-service-user.sh creates it ('make up' runs it)" >&2
+        exit 1
+    fi
     chown "$service_user:$service_user" "$beat_dir"
     # The guests' consoles (virtlogd writes them as root; the worker deletes them with the VM).
     mkdir -p "$console_dir"
