@@ -14,7 +14,11 @@ LOCK := $(CURDIR)/requirements.lock
 LOCK_UPGRADE ?= --upgrade
 LOCK_PYTHON ?= /usr/bin/python3
 LOCK_VENV := $(RUN_DIR)/lock-venv
-export RUN_DIR VENV
+# The generated passwords (scripts/ensure-secrets.sh), read by every process (common/secrets.py), and
+# the unprivileged user the API, beat and Flower run as (scripts/ensure-service-user.sh).
+IAAS_SECRETS_DIR ?= $(RUN_DIR)/secrets
+IAAS_SERVICE_USER ?= mini-iaas
+export RUN_DIR VENV IAAS_SECRETS_DIR IAAS_SERVICE_USER
 
 # Detected once (scripts/detect-domain-type.sh) unless you set IAAS_DOMAIN_TYPE yourself.
 DOMAIN_TYPE_FILE := $(RUN_DIR)/domain-type
@@ -23,7 +27,7 @@ ifneq ($(IAAS_DOMAIN_TYPE),)
 export IAAS_DOMAIN_TYPE
 endif
 
-.PHONY: help access up down status logs test lint docs migrate deps services venv lock check-install image unit clean _stack-up _pytest
+.PHONY: help access up down status logs test lint docs migrate deps secrets services venv lock check-install image unit clean _stack-up _pytest
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,7 +35,11 @@ help: ## Show this help
 deps: ## Install the missing Debian packages (PostgreSQL, Redis, libvirt, qemu, build headers)
 	@scripts/install-deps.sh
 
-services: deps ## Start PostgreSQL, Redis, virtlogd and libvirtd when they are down
+secrets: deps ## Create the service user and generate the passwords once, into .run/secrets
+	@scripts/ensure-service-user.sh
+	@scripts/ensure-secrets.sh
+
+services: deps secrets ## Start PostgreSQL, Redis (with its password), virtlogd and libvirtd when they are down
 	@scripts/start-services.sh
 
 # The venv installs the exact versions (and hashes) of $(LOCK), never "whatever is newest".
@@ -87,7 +95,7 @@ $(DOMAIN_TYPE_FILE): | $(TINY_IMAGE)
 image: migrate $(TINY_IMAGE) ## Build the tiny test image and register it as image `tiny`
 	@$(VENV)/bin/iaas-admin image import --skip-existing tiny $(TINY_IMAGE)
 
-ADMIN_TOKEN := $(RUN_DIR)/secrets/admin-token
+ADMIN_TOKEN := $(IAAS_SECRETS_DIR)/admin-token
 
 # An `admin` project and an admin token for the README walk-through (kept while it stays valid).
 access: migrate ## Make sure the admin project exists and .run/secrets/admin-token holds a valid admin token
@@ -96,13 +104,15 @@ access: migrate ## Make sure the admin project exists and .run/secrets/admin-tok
 up: image access $(DOMAIN_TYPE_FILE) ## Set up everything and start the API, worker, beat, Flower and the event listener
 	@$(MAKE) --no-print-directory _stack-up
 
+API_BIND = $(or $(IAAS_API_BIND),127.0.0.1:8080)
+FLOWER_PORT = $(or $(IAAS_FLOWER_PORT),5555)
 _stack-up:
 	@scripts/stack.sh up
 	@echo
 	@echo "mini-iaas is up (domain type $(IAAS_DOMAIN_TYPE)):"
-	@echo "  API     http://127.0.0.1:8080   (try: curl -s -H \"Authorization: Bearer \$$(cat $(ADMIN_TOKEN))\" http://127.0.0.1:8080/v1/images)"
+	@echo "  API     http://$(API_BIND)   (try: curl -s -H \"Authorization: Bearer \$$(cat $(ADMIN_TOKEN))\" http://$(API_BIND)/v1/images)"
 	@echo "  Token   $(ADMIN_TOKEN)   (an admin token; make others with 'iaas-admin token create')"
-	@echo "  Flower  http://127.0.0.1:5555   (queues, workers, tasks)"
+	@echo "  Flower  http://127.0.0.1:$(FLOWER_PORT)   (queues, workers, tasks; user:password in $(IAAS_SECRETS_DIR)/flower)"
 	@echo "  Next:   the walk-through in README.md; 'make status', 'make logs', 'make down'"
 
 down: ## Stop the processes `make up` started (PostgreSQL, Redis and libvirtd stay up)

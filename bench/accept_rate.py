@@ -3,7 +3,7 @@
     make up   # with the IAAS_* variables of your stack exported
     .venv/bin/python -m bench.accept_rate --repeats 3
 
-Starts the baseline under gunicorn (2 sync workers, as scripts/stack.sh starts the API) on a free
+Starts the baseline under gunicorn (api/gunicorn_config.py, as scripts/stack.sh starts the API) on a free
 loopback port, registers image `bench-noworker` on host `bench-noworker` (no worker reads its queue,
 so nothing is built) in the product's database (IAAS_DATABASE_URL), and runs, alternately against
 both, `wrk -t2 -c8 -d10s --latency -s <script>` whose Lua script sends a unique name per request (a
@@ -135,10 +135,10 @@ def free_port() -> int:
 
 
 def start_baseline(settings: Settings, log_path: str) -> tuple[subprocess.Popen[bytes], str]:
-    """gunicorn with the product's settings (scripts/stack.sh), serving bench.baseline_app."""
+    """gunicorn with the product's configuration (api/gunicorn_config.py), serving bench.baseline_app."""
     bind = f"127.0.0.1:{free_port()}"
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    cmd = [gunicorn, "--bind", bind, "--workers", "2", "--timeout", "30", "--access-logfile", "-",
+    cmd = [gunicorn, "-c", str(ROOT / "api" / "gunicorn_config.py"), "--bind", bind,
            "bench.baseline_app:create_app()"]  # fmt: skip
     env = {**os.environ, "BENCH_DATABASE_URL": settings.database_url, "BENCH_REDIS_URL": settings.broker_url}
     with open(log_path, "ab") as log:

@@ -2,13 +2,13 @@
 can do -- one INSERT + COMMIT, then one Redis LPUSH -- and answers 202 JSON. `bench/accept_rate.py`
 runs it under gunicorn next to the product and reports the product's rate as a ratio of this one.
 
-    BENCH_DATABASE_URL=postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/iaas_bench \\
+    BENCH_DATABASE_URL=postgresql+psycopg2://iaas@127.0.0.1:5432/iaas_bench \\
     BENCH_REDIS_URL=redis://127.0.0.1:6379/3 \\
-    .venv/bin/gunicorn --bind 127.0.0.1:8181 --workers 2 --timeout 30 --access-logfile - \\
-        'bench.baseline_app:create_app()'
+    .venv/bin/gunicorn -c api/gunicorn_config.py --bind 127.0.0.1:8181 'bench.baseline_app:create_app()'
 
-Same stack as the product, so the ratio measures the product's own work, not a different driver:
-gunicorn with the settings scripts/stack.sh gives the API (2 sync workers, timeout 30, access log on),
+(passwords, as the product's, from IAAS_SECRETS_DIR when the URLs carry none). Same stack as the
+product, so the ratio measures the product's own work, not a different driver or server: gunicorn with
+the product's configuration (api/gunicorn_config.py: 2 gevent workers, psycogreen, access log on),
 SQLAlchemy Core on psycopg2 with the product's pool size (`common.db.make_engine` minus its
 `pool_pre_ping`: the ping is a round trip the product chose, so it counts as product overhead;
 set BENCH_PRE_PING=1 to give the floor one too), redis-py with one connection pool per process, and
@@ -31,6 +31,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Column, DateTime, MetaData, String, Table, create_engine, func, insert, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from common.config import Settings
+from common.secrets import with_password
+
 TABLE_NAME = "bench_accept"
 QUEUE_KEY = "bench.accept"
 _DDL_LOCK = 4_242_001  # pg_advisory_xact_lock key: two workers starting at once create the table once
@@ -47,13 +50,13 @@ accepted = Table(
 
 
 def database_url() -> str:
-    return os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
-        "IAAS_DATABASE_URL", "postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/iaas_bench"
-    )
+    settings = Settings()
+    return with_password(os.environ.get("BENCH_DATABASE_URL") or settings.database_url, settings.secrets_dir)
 
 
 def redis_url() -> str:
-    return os.environ.get("BENCH_REDIS_URL") or os.environ.get("IAAS_BROKER_URL", "redis://127.0.0.1:6379/3")
+    settings = Settings()
+    return with_password(os.environ.get("BENCH_REDIS_URL") or settings.broker_url, settings.secrets_dir)
 
 
 def create_app() -> Flask:

@@ -20,14 +20,16 @@ from alembic.config import Config
 from sqlalchemy import insert, text
 
 from common.config import Settings
-from common.db import make_engine, make_session_factory, transaction
+from common.db import database_url_for, make_engine, make_session_factory, transaction
 from common.models import Image, Vm
 from worker.hypervisor import domain_xml as libvirt_xml
 from worker.hypervisor.connection import Hypervisor
 from worker.reconcile.run import reconcile_host
 
-ADMIN_URL = "postgresql://iaas:iaas@127.0.0.1:5432/postgres"
-DB_URL = "postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/iaas_bench"
+# The stack's role, with its generated password (IAAS_DATABASE_URL, IAAS_SECRETS_DIR), in a database of
+# the bench's own.
+ADMIN_URL = database_url_for(Settings().database_url, "postgres", driver="postgresql")
+DB_URL = database_url_for(Settings().database_url, "iaas_bench")
 HOST = "bench"
 
 

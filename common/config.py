@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import socket
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.names import DNS_LABEL_RE
+from common.secrets import with_password
 
 # Host names become queue names (`host.<name>`) and appear in logs: DNS labels, like VM names.
 HOST_NAME_RE = DNS_LABEL_RE
@@ -25,21 +27,43 @@ def _default_host() -> str:
     return name if HOST_NAME_RE.match(name) else "localhost"
 
 
+def _default_secrets_dir() -> str:
+    """`.run/secrets` in the checkout (the Makefile exports `$(RUN_DIR)/secrets`)"""
+    return str(Path(__file__).resolve().parents[1] / ".run" / "secrets")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IAAS_", env_ignore_empty=True, frozen=True, extra="ignore")
 
+    secrets_dir: str = Field(
+        default_factory=_default_secrets_dir,
+        description="Directory of the passwords `make up` generates once (`scripts/ensure-secrets.sh`): "
+        "`postgres`, `redis` and `flower` (`user:password`), 0600 files in a 0700 directory owned by the "
+        "service user. Every process fills in the password of `IAAS_DATABASE_URL` and `IAAS_BROKER_URL` "
+        "from here when the URL carries none. Change it only to keep the secrets elsewhere (then export "
+        "it to every process and to `make`).",
+    )
     database_url: str = Field(
-        default="postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/iaas",
-        description="SQLAlchemy URL of the PostgreSQL database, the only source of truth. For a local URL "
-        "`make up` (`scripts/ensure-database.sh`) creates the role (with its password, `CREATEDB`) and "
-        "the database through the local socket as `postgres`, then migrates with Alembic; Debian's "
-        "stock `pg_hba.conf` (`scram-sha-256` on 127.0.0.1) accepts it as is. Change it for a database "
-        "on another machine (create the role and database there yourself) or with other credentials.",
+        default="postgresql+psycopg2://iaas@127.0.0.1:5432/iaas",
+        validate_default=True,
+        repr=False,  # it carries the password once filled in
+        description="SQLAlchemy URL of the PostgreSQL database, the only source of truth. Without a "
+        "password in it, the password is read from `IAAS_SECRETS_DIR/postgres`. For a local URL `make up` "
+        "(`scripts/ensure-database.sh`) creates the role (`CREATEDB`) and the database through the local "
+        "socket as `postgres`, sets the role's password to that secret on every run, then migrates with "
+        "Alembic; the services log in over TCP with it, as Debian's stock `pg_hba.conf` "
+        "(`scram-sha-256` on 127.0.0.1) demands. Change it for a database on another machine (create the "
+        "role and database there yourself) or another role.",
     )
     broker_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="URL of Redis, the Celery broker. It carries only wake-up calls; task status lives "
-        "in PostgreSQL. Change it when Redis runs elsewhere or another Redis database is wanted.",
+        validate_default=True,
+        repr=False,
+        description="URL of Redis, the Celery broker. Without a password in it, the password is read from "
+        "`IAAS_SECRETS_DIR/redis`; for a local URL `scripts/start-services.sh` starts Redis on its host "
+        "and port with that password, or sets it. It carries only wake-up calls; task status lives in "
+        "PostgreSQL. Change it when Redis runs elsewhere, on another port, or another Redis database is "
+        "wanted.",
     )
     libvirt_uri: str = Field(
         default="qemu:///system",
@@ -201,6 +225,11 @@ class Settings(BaseSettings):
         description="Also read failpoints from the `failpoints` table, which tests change while the "
         "worker runs. Leave it off outside tests.",
     )
+
+    @field_validator("database_url", "broker_url")
+    @classmethod
+    def _password_from_secrets(cls, value: str, info: ValidationInfo) -> str:
+        return with_password(value, info.data.get("secrets_dir") or _default_secrets_dir())
 
     @property
     def host_list(self) -> list[str]:

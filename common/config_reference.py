@@ -40,18 +40,19 @@ This file is generated: change a setting's `description` in `common/config.py`, 
 _FOOTER = """
 ## Read by the scripts only
 
-These are not in `common/config.py`; `scripts/stack.sh` reads them.
+These are not in `common/config.py`; `scripts/stack.sh` (and the scripts `make up` runs) read them.
 
 | variable | default | meaning |
 |---|---|---|
-| `IAAS_API_BIND` | `127.0.0.1:8080` | Address gunicorn listens on. |
-| `IAAS_FLOWER_PORT` | `5555` | Port of Flower, always on 127.0.0.1. |
+| `IAAS_API_BIND` | `127.0.0.1:8080` | Address gunicorn listens on (the rest: `api/gunicorn_config.py`). |
+| `IAAS_FLOWER_PORT` | `5555` | Port of Flower, on 127.0.0.1, with basic auth (`IAAS_SECRETS_DIR/flower`). |
+| `IAAS_SERVICE_USER` | `mini-iaas` | User of the API, beat and Flower ([Users](operations.md#users)). |
 
 ## Makefile variables
 
 | variable | default | meaning |
 |---|---|---|
-| `RUN_DIR` | `.run` | Pid files, `log/`, `domain-type` and the beat schedule. |
+| `RUN_DIR` | `.run` | Pid files, `log/`, `secrets/`, `beat/` (its schedule), `redis/`, `domain-type`. |
 | `VENV` | `.venv` | The virtual environment with mini-iaas and its dependencies. |
 | `PYTHON` | `python3.11`, else `python3` | The interpreter that creates the venv. |
 

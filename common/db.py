@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
@@ -43,6 +43,15 @@ def make_autocommit_engine(database_url: str) -> Engine:
         isolation_level="AUTOCOMMIT",
         connect_args={"connect_timeout": 3, "options": "-c synchronous_commit=off"},
     )
+
+
+def database_url_for(url: str, database: str, *, driver: str | None = None) -> str:
+    """`url` (its role and password) naming another database on the same server; `driver` e.g.
+    `postgresql` for plain psycopg2/libpq, which do not know SQLAlchemy's `+psycopg2`."""
+    other = make_url(url).set(database=database)
+    if driver:
+        other = other.set(drivername=driver)
+    return other.render_as_string(hide_password=False)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -1,27 +1,70 @@
 #!/usr/bin/env bash
 # Starts, stops and shows the mini-iaas processes: api (gunicorn), worker, beat, flower, events.
 # Each runs in the background with its pid file and log in the run folder; `down` stops exactly these.
+# Started as root, the API, beat and Flower run as the service user (IAAS_SERVICE_USER); the worker and
+# the event listener stay root, for libvirt (docs/operations.md: Users).
 #   scripts/stack.sh up|down|status
 set -euo pipefail
 
+root=$(cd "$(dirname "$0")/.." && pwd)
 run_dir=${RUN_DIR:?RUN_DIR must be set (the Makefile sets it)}
 venv=${VENV:?VENV must be set}
 api_bind=${IAAS_API_BIND:-127.0.0.1:8080}
 flower_port=${IAAS_FLOWER_PORT:-5555}
+service_user=${IAAS_SERVICE_USER:-mini-iaas}
 log_dir=$run_dir/log
+beat_dir=$run_dir/beat   # beat's schedule: a folder the service user owns
 processes=(api worker beat flower events)
+unprivileged=(api beat flower)
+# Logs, and what the processes create (the worker's console-log folder), are not for other users.
+umask 027
+
+# The prefix that runs a command as the service user: setpriv (util-linux, in every Debian) switches
+# user, group and supplementary groups and execs, so the pid file names the process itself.
+as_service=()
+if ((EUID == 0)); then
+    as_service=(setpriv --reuid="$service_user" --regid="$service_user" --init-groups)
+fi
 
 pid_of() { cat "$run_dir/$1.pid" 2>/dev/null || true; }
 alive() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
 
 command_for() {
     case $1 in
-    api) echo "$venv/bin/gunicorn --bind $api_bind --workers 2 --timeout 30 --access-logfile - api:create_app()" ;;
+    api) echo "$venv/bin/gunicorn -c $root/api/gunicorn_config.py --bind $api_bind api:create_app()" ;;
     worker) echo "$venv/bin/celery -A worker.celery_app worker --pool threads --hostname worker@%h --loglevel INFO" ;;
-    beat) echo "$venv/bin/celery -A worker.celery_app beat --schedule $run_dir/celerybeat-schedule --loglevel INFO" ;;
-    flower) echo "$venv/bin/celery -A worker.celery_app flower --address=127.0.0.1 --port=$flower_port" ;;
+    beat) echo "$venv/bin/celery -A worker.celery_app beat --schedule $beat_dir/celerybeat-schedule --loglevel INFO" ;;
+    flower) echo "$venv/bin/celery -A worker.celery_app flower --conf=$root/worker/flower_config.py --address=127.0.0.1 --port=$flower_port" ;;
     events) echo "$venv/bin/iaas-events" ;;
     esac
+}
+
+unprivileged() { [[ " ${unprivileged[*]} " == *" $1 "* ]]; }
+
+prepare() {  # the folders and files the processes need, with their owners and modes
+    local name console_dir=${IAAS_CONSOLE_LOG_DIR:-/var/log/mini-iaas/console}
+    mkdir -p "$log_dir" "$beat_dir"
+    chmod 0750 "$log_dir"
+    for name in "${processes[@]}"; do
+        touch "$log_dir/$name.log"
+        chmod 0640 "$log_dir/$name.log"
+    done
+    chmod 0700 "$beat_dir"
+    ((${#as_service[@]} == 0)) && return
+    if ! id -u "$service_user" >/dev/null 2>&1; then
+        echo "no user $service_user: scripts/ensure-service-user.sh creates it ('make up' runs it)" >&2
+        exit 1
+    fi
+    chown "$service_user:$service_user" "$beat_dir"
+    # The guests' consoles (virtlogd writes them as root; the worker deletes them with the VM).
+    mkdir -p "$console_dir"
+    chmod 0750 "$console_dir"
+    # The service user must be able to read the checkout and the venv: fail here, not in a log.
+    if ! (cd / && "${as_service[@]}" "$venv/bin/python" -c 'import api, common' 2>/dev/null); then
+        echo "the service user $service_user cannot read $root or $venv: a folder on their path is" \
+            "closed to other users (like /root); move the checkout, or open those folders (chmod o+x)" >&2
+        exit 1
+    fi
 }
 
 port_taken() {  # port_taken HOST:PORT -> 0 when something already listens there
@@ -34,12 +77,15 @@ start() {
         echo "    $name: already running (pid $(pid_of "$name"))"
         return
     fi
-    local -a cmd
+    local -a cmd user=()
     read -r -a cmd <<<"$(command_for "$name")"
-    # setsid: its own process group, so `down` can stop it with every child it spawned.
-    setsid "${cmd[@]}" >>"$log_dir/$name.log" 2>&1 </dev/null &
+    unprivileged "$name" && user=("${as_service[@]}")
+    # setsid: its own process group, so `down` can stop it with every child it spawned. The log is
+    # opened here, by root: the process writes to it without being able to open (or delete) it.
+    setsid "${user[@]}" "${cmd[@]}" >>"$log_dir/$name.log" 2>&1 </dev/null &
     echo $! >"$run_dir/$name.pid"
-    echo "    $name: started (pid $!, log $log_dir/$name.log)"
+    echo "    $name: started as $(if ((${#user[@]})); then echo "$service_user"; else id -un; fi)" \
+        "(pid $!, log $log_dir/$name.log)"
 }
 
 stop() {
@@ -78,7 +124,7 @@ wait_ready() {
 
 case ${1:-} in
 up)
-    mkdir -p "$log_dir"
+    prepare
     if ! alive api && port_taken "$api_bind"; then
         echo "$api_bind is already taken by another program (another mini-iaas checkout?);" \
             "stop it (make down there) or set IAAS_API_BIND" >&2

@@ -113,9 +113,7 @@ def upgrade() -> None:
     op.create_index(
         "tasks_finished_at", "tasks", ["finished_at"], postgresql_where=sa.text("finished_at IS NOT NULL")
     )
-    op.create_index(
-        "vms_deleted_at", "vms", ["deleted_at"], postgresql_where=sa.text("status = 'deleted'")
-    )
+    op.create_index("vms_deleted_at", "vms", ["deleted_at"], postgresql_where=sa.text("status = 'deleted'"))
 
 
 def _adopt_earlier_rows() -> None:
@@ -137,7 +135,7 @@ def _adopt_earlier_rows() -> None:
         {"id": project_id},
     )
     for table in ("vms", "tasks", "idempotency_keys"):
-        bind.execute(sa.text(f"UPDATE {table} SET project_id = :id"), {"id": project_id})
+        bind.execute(sa.text(f"UPDATE {table} SET project_id = :id"), {"id": project_id})  # noqa: S608 - fixed table names
     bind.execute(
         sa.text(
             "UPDATE projects SET used_instances = u.n, used_vcpus = u.v, used_memory_mib = u.m, "

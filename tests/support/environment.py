@@ -5,14 +5,31 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from common.config import Settings
+from common.db import database_url_for
+from common.secrets import with_password
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN_URL = os.environ.get("IAAS_TEST_ADMIN_URL", "postgresql://iaas:iaas@127.0.0.1:5432/postgres")
+# The stack's own settings: its database role and Redis, with the passwords `make up` generated
+# (IAAS_SECRETS_DIR) filled in. The tests use the same role and server, in databases of their own.
+_STACK = Settings()
 # IAAS_TEST_DB and IAAS_TEST_BROKER_URL let two checkouts run their suites at once without sharing state.
 TEST_DB = os.environ.get("IAAS_TEST_DB", "iaas_test")
-TEST_DATABASE_URL = f"postgresql+psycopg2://iaas:iaas@127.0.0.1:5432/{TEST_DB}"
-# A Redis database of its own: messages of a running `make up` stack never mix with the tests'.
-TEST_BROKER = os.environ.get("IAAS_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+TEST_DATABASE_URL = database_url_for(_STACK.database_url, TEST_DB)
+# Where the suite creates and drops its database: the role of the stack has CREATEDB.
+ADMIN_URL = with_password(
+    os.environ.get("IAAS_TEST_ADMIN_URL")
+    or database_url_for(_STACK.database_url, "postgres", driver="postgresql"),
+    _STACK.secrets_dir,
+)
+# A Redis database of its own (15 on the stack's Redis): messages of a running `make up` stack never mix
+# with the tests'.
+TEST_BROKER = with_password(
+    os.environ.get("IAAS_TEST_BROKER_URL") or urlsplit(_STACK.broker_url)._replace(path="/15").geturl(),
+    _STACK.secrets_dir,
+)
 
 # What the suite injected, printed at the end of the run (the numbers the issue asks to report).
 INJECTED: Counter[str] = Counter()
@@ -25,7 +42,7 @@ EVENT_LATENCIES: list[tuple[str, float]] = []
 
 def stack_admin_token() -> str:
     """The admin token `make up` wrote for the running stack (tests that drive the stack over HTTP)."""
-    path = Path(os.environ.get("RUN_DIR", ROOT / ".run")) / "secrets" / "admin-token"
+    path = Path(_STACK.secrets_dir) / "admin-token"
     try:
         return path.read_text().strip()
     except FileNotFoundError:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Generates, once, the passwords `make up` needs, into IAAS_SECRETS_DIR (the Makefile's
+# $(RUN_DIR)/secrets): `postgres` (the database role's), `redis` (requirepass) and `flower` (its basic
+# auth, one line `user:password`). The folder is 0700 and its files 0600, owned by the service user
+# (IAAS_SERVICE_USER) so that the processes running as that user can read them; root reads them anyway.
+# An existing secret is kept; to rotate one, see docs/operations.md.
+set -euo pipefail
+dir=${IAAS_SECRETS_DIR:?IAAS_SECRETS_DIR must be set (the Makefile sets it)}
+user=${IAAS_SERVICE_USER:-mini-iaas}
+
+umask 077
+mkdir -p "$dir"
+
+# 32 random bytes from the operating system's generator, URL-safe (no quoting needed anywhere).
+generate() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
+
+keep_or_make() {  # keep_or_make NAME [PREFIX]: write PREFIX + a new password to NAME unless it exists
+    local path=$dir/$1
+    [[ -s $path ]] && return
+    printf '%s%s\n' "${2:-}" "$(generate)" >"$path.tmp"
+    mv "$path.tmp" "$path"
+    echo "==> generated $path"
+}
+keep_or_make postgres
+keep_or_make redis
+keep_or_make flower admin:
+
+chmod 0700 "$dir"
+find "$dir" -maxdepth 1 -type f -exec chmod 0600 {} +
+if ((EUID == 0)) && id -u "$user" >/dev/null 2>&1; then
+    chown -R "$user:$user" "$dir"
+fi
