@@ -13,7 +13,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 def create_app(config: Settings | None = None) -> Flask:
     """App factory: everything (engine, Celery producer) is built here, nothing at import time."""
-    from api.views import actions, health, images, tasks, vms
+    from api.views import actions, docs, health, images, tasks, vms
 
     settings = config or get_settings()
     app = Flask(__name__)
@@ -21,6 +21,6 @@ def create_app(config: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     Runtime.install(app, settings)
     register_error_handlers(app)
-    for blueprint in (health.bp, vms.bp, tasks.bp, images.bp, actions.bp):
+    for blueprint in (health.bp, vms.bp, tasks.bp, images.bp, actions.bp, docs.bp):
         app.register_blueprint(blueprint)
     return app
