@@ -179,6 +179,8 @@ def _response(reply: Reply, schemas: _Schemas) -> dict[str, Any]:
     response: dict[str, Any] = {"description": reply.description}
     if reply.headers:
         response["headers"] = {name: dict(header) for name, header in reply.headers.items()}
+    if reply.links:
+        response["links"] = {name: dict(link) for name, link in reply.links.items()}
     if reply.model is not None:
         response["content"] = {JSON: {"schema": schemas.ref(reply.model)}}
     else:

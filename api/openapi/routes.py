@@ -43,6 +43,7 @@ class Reply:
     model: type[BaseModel] | None = None
     media_types: tuple[str, ...] = (JSON,)
     headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    links: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # OpenAPI's: what to call next
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,28 @@ def errors(*statuses: int, **when: str) -> dict[int, Reply]:
     }
 
 
+def link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "description": description, "parameters": parameters}
+
+
+def vm_links(vm_id: str) -> dict[str, dict[str, Any]]:
+    """What can be done with a VM whose id is at `vm_id` (a runtime expression) in an answer."""
+    return {
+        "GetVm": link("get_vm", "Read the VM.", vm_id=vm_id),
+        "DeleteVm": link("delete_vm", "Delete the VM.", vm_id=vm_id),
+        **{
+            f"{action.title()}Vm": link(f"{action}_vm", f"{action.title()} the VM.", vm_id=vm_id)
+            for action in ("start", "stop", "reboot")
+        },
+    }
+
+
+GET_TASK = {"GetTask": link("get_task", "Poll the task.", task_id="$response.body#/task/id")}
 ACCEPTED_VM = Reply(
     "Accepted: the VM and the task that carries the request out.",
     out.VmAccepted,
     headers={"Location": TASK_LOCATION},
+    links={**vm_links("$response.body#/vm/id"), **GET_TASK},
 )
 VM_ID = {"vm_id": UUID}
 # What any request that makes a task can be refused for, before its target is looked at.
@@ -121,7 +140,8 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET", "/v1/vms/{vm_id}", "vms.get_vm", "vms", "Read a VM",
-        {200: Reply("The VM.", out.Vm), **errors(404, 503)}, path_params=VM_ID,
+        {200: Reply("The VM.", out.Vm, links=vm_links("$response.body#/id")), **errors(404, 503)},
+        path_params=VM_ID,
     ),
     Route(
         "DELETE", "/v1/vms/{vm_id}", "vms.delete_vm", "vms", "Delete a VM",
@@ -130,11 +150,12 @@ ROUTES: tuple[Route, ...] = (
         "`deleted` and the task has `succeeded` already.",
     ),
     _power("start", "Start a stopped VM"),
-    _power("stop", 'Stop a running VM (at once with `{"force": true}`)'),
-    _power("reboot", 'Reboot a running VM (a hard reset with `{"force": true}`)'),
+    _power("stop", 'Stop a running VM (at once with {"force": true})'),
+    _power("reboot", 'Reboot a running VM (a hard reset with {"force": true})'),
     Route(
         "POST", "/v1/actions/reconcile", "actions.reconcile", "actions", "Reconcile a host now",
-        {202: Reply("Accepted: the reconcile task.", out.TaskAccepted, headers={"Location": TASK_LOCATION}),
+        {202: Reply("Accepted: the reconcile task.", out.TaskAccepted, headers={"Location": TASK_LOCATION},
+                    links=GET_TASK),
          **errors(*TASK_REQUEST)},
         body=ReconcileRequest, body_required=False, idempotency_key=True,
         description="`host` defaults to the API's own `IAAS_HOST`; that host's worker runs it.",
