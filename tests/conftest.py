@@ -19,6 +19,7 @@ from common.db import make_engine, make_session_factory, transaction
 from common.models import Failpoint
 from tests.support.environment import (
     ADMIN_URL,
+    CONFORMANCE,
     EVENT_LATENCIES,
     INJECTED,
     RECOVERY_TIMES,
@@ -54,6 +55,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "takeover by a restarted worker, 30 s lease (fresh worker started -> task finished): "
             + ", ".join(f"{seconds:.2f} s" for seconds in TAKEOVER_TIMES)
         )
+    if CONFORMANCE.cases:
+        answers = ", ".join(f"{status} x{count}" for status, count in sorted(CONFORMANCE.statuses.items()))
+        terminalreporter.write_line(
+            f"schemathesis against the OpenAPI document: {len(CONFORMANCE.cases)} operations, "
+            f"{sum(CONFORMANCE.cases.values())} cases, {len(CONFORMANCE.failures)} operations failing; "
+            f"answers: {answers}"
+        )
+        for label, failure in sorted(CONFORMANCE.failures.items()):
+            terminalreporter.write_line(f"  {label}: {failure}")
     if EVENT_LATENCIES:
         measured = ", ".join(f"{what} {seconds * 1000:.0f} ms" for what, seconds in EVENT_LATENCIES)
         terminalreporter.write_line(f"libvirt lifecycle event -> VM row in the database: {measured}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,3 +22,16 @@ RECOVERY_TIMES: list[float] = []
 TAKEOVER_TIMES: list[float] = []
 # (what virsh did out of band, seconds from the listener receiving the event to the row reading it)
 EVENT_LATENCIES: list[tuple[str, float]] = []
+
+
+@dataclass
+class Conformance:
+    """Schemathesis against the OpenAPI document: cases sent per operation (Hypothesis's shrinking
+    included), how many answers of each status, and the first failure of each operation that had one."""
+
+    cases: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+CONFORMANCE = Conformance()
