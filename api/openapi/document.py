@@ -59,7 +59,8 @@ INTERNAL = Reply("`internal_error`: anything unexpected; the request was not app
 
 @cache
 def document() -> dict[str, Any]:
-    """The document (built on first use, then kept: it depends on the code only)."""
+    """The document (built on first use, then kept: it depends on the code only). Shared: a caller
+    that changes it works on a copy."""
     built = build()
     OpenAPI.model_validate(built)  # raises on a missing or mistyped member
     return built

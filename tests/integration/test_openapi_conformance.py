@@ -6,6 +6,7 @@ What it ran and what failed is printed at the end of the session (tests/conftest
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -70,7 +71,8 @@ def api_headers() -> dict[str, str]:
 # The document depends on the code only, so it is loaded at collection, without an app; the cases are
 # sent to the test's app. (Loading it from the app through a fixture, `schemathesis.pytest.from_fixture`,
 # fails on this pytest: it renames the test node through an attribute pytest 9.2 no longer has.)
-schema = schemathesis.openapi.from_dict(document(), config=config())
+# A copy: Schemathesis adds the links it infers to the document it is given.
+schema = schemathesis.openapi.from_dict(copy.deepcopy(document()), config=config())
 
 
 @schema.hook
