@@ -24,6 +24,7 @@ from tests.support.environment import (
     INJECTED,
     RECOVERY_TIMES,
     ROOT,
+    STATEFUL,
     TAKEOVER_TIMES,
     TEST_BROKER,
     TEST_DATABASE_URL,
@@ -56,11 +57,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             + ", ".join(f"{seconds:.2f} s" for seconds in TAKEOVER_TIMES)
         )
     if CONFORMANCE.cases:
+        operations = {label.removesuffix(STATEFUL) for label in CONFORMANCE.cases}
+        in_sequences = sum(n for label, n in CONFORMANCE.cases.items() if label.endswith(STATEFUL))
         answers = ", ".join(f"{status} x{count}" for status, count in sorted(CONFORMANCE.statuses.items()))
         terminalreporter.write_line(
-            f"schemathesis against the OpenAPI document: {len(CONFORMANCE.cases)} operations, "
-            f"{sum(CONFORMANCE.cases.values())} cases, {len(CONFORMANCE.failures)} operations failing; "
-            f"answers: {answers}"
+            f"schemathesis against the OpenAPI document: {len(operations)} operations, "
+            f"{sum(CONFORMANCE.cases.values())} cases ({in_sequences} of them in call sequences), "
+            f"{len(CONFORMANCE.failures)} operations failing; answers: {answers}"
         )
         for label, failure in sorted(CONFORMANCE.failures.items()):
             terminalreporter.write_line(f"  {label}: {failure}")

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from api.openapi.document import document
 from common.db import transaction
-from tests.support.environment import CONFORMANCE
+from tests.support.environment import CONFORMANCE, STATEFUL
 
 # Per operation, in the fuzzing phase (the coverage phase adds its own deterministic cases), and call
 # sequences of up to 10 steps in the stateful test: some 40 s in all on 2 cores.
@@ -131,7 +131,7 @@ def test_the_api_answers_as_its_document_says_across_calls(
             return {"app": app, "headers": api_headers}
 
         def validate_response(self, response: Any, case: schemathesis.Case, **kwargs: Any) -> None:
-            with counted(case, " (stateful)"):
+            with counted(case, STATEFUL):
                 case.validate_response(
                     response,
                     excluded_checks=unchecked(api_headers),

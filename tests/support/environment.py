@@ -35,3 +35,4 @@ class Conformance:
 
 
 CONFORMANCE = Conformance()
+STATEFUL = " (stateful)"  # the label's suffix for a case sent in a call sequence
