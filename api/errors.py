@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -27,17 +27,19 @@ _HTTP_HINTS = {
 
 
 def envelope(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
-) -> tuple[Response, int]:
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: list[tuple[str, str]] | None = None,
+) -> ResponseReturnValue:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return jsonify(body), status
+    return jsonify(body), status, headers or []
 
 
 def _iaas_error(exc: IaasError) -> ResponseReturnValue:
-    response, status = envelope(exc.status, exc.code, exc.message, exc.details)
-    if status == 401:
-        response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
-    return response, status
+    headers = [("WWW-Authenticate", WWW_AUTHENTICATE)] if exc.status == 401 else None
+    return envelope(exc.status, exc.code, exc.message, exc.details, headers)
 
 
 def _validation_error(exc: ValidationError) -> ResponseReturnValue:
@@ -54,7 +56,9 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     status = exc.code or 500
     code = (exc.name or "error").lower().replace(" ", "_")
     message = _HTTP_HINTS.get(status, exc.description or exc.name or "HTTP error")
-    return envelope(status, code, message)
+    # The exception's headers but its HTML Content-Type: a 405 must say `Allow` (RFC 9110, 15.5.6).
+    headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
+    return envelope(status, code, message, headers=headers)
 
 
 def _database_error(exc: DBAPIError) -> ResponseReturnValue:

@@ -22,6 +22,12 @@ class _Strict(BaseModel):
 
 
 class VmCreate(_Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "demo-1", "image": "tiny", "vcpus": 1, "memory_mib": 128, "disk_gib": 1}]
+        }
+    )
+
     name: DnsLabel
     image: DnsLabel
     vcpus: int = Field(ge=1, le=MAX_VCPUS)

@@ -19,10 +19,12 @@ from common.db import make_engine, make_session_factory, transaction
 from common.models import Failpoint
 from tests.support.environment import (
     ADMIN_URL,
+    CONFORMANCE,
     EVENT_LATENCIES,
     INJECTED,
     RECOVERY_TIMES,
     ROOT,
+    STATEFUL,
     TAKEOVER_TIMES,
     TEST_BROKER,
     TEST_DATABASE_URL,
@@ -54,6 +56,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "takeover by a restarted worker, 30 s lease (fresh worker started -> task finished): "
             + ", ".join(f"{seconds:.2f} s" for seconds in TAKEOVER_TIMES)
         )
+    if CONFORMANCE.cases:
+        operations = {label.removesuffix(STATEFUL) for label in CONFORMANCE.cases}
+        in_sequences = sum(n for label, n in CONFORMANCE.cases.items() if label.endswith(STATEFUL))
+        answers = ", ".join(f"{status} x{count}" for status, count in sorted(CONFORMANCE.statuses.items()))
+        terminalreporter.write_line(
+            f"schemathesis against the OpenAPI document: {len(operations)} operations, "
+            f"{sum(CONFORMANCE.cases.values())} cases ({in_sequences} of them in call sequences), "
+            f"{len(CONFORMANCE.failures)} operations failing; answers: {answers}"
+        )
+        for label, failure in sorted(CONFORMANCE.failures.items()):
+            terminalreporter.write_line(f"  {label}: {failure}")
     if EVENT_LATENCIES:
         measured = ", ".join(f"{what} {seconds * 1000:.0f} ms" for what, seconds in EVENT_LATENCIES)
         terminalreporter.write_line(f"libvirt lifecycle event -> VM row in the database: {measured}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -220,3 +223,184 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+# Hostile input: whatever arrives, the answer is a 4xx in the envelope and nothing is written.
+
+VM_ID = "5f0c9d3e-2b1a-4c8e-9f7d-6a5b4c3d2e1f"
+BODY_PATHS = [
+    "/v1/vms", f"/v1/vms/{VM_ID}/start", f"/v1/vms/{VM_ID}/stop", f"/v1/vms/{VM_ID}/reboot",
+    "/v1/actions/reconcile",
+]  # fmt: skip
+DEEP_BODIES = [
+    "[" * 3000 + "]" * 3000,
+    '{"a":' * 1000 + "1" + "}" * 1000,
+    '{"name": ' + "[" * 33 + "]" * 33 + "}",
+]
+
+
+@pytest.mark.parametrize("path", BODY_PATHS)
+@pytest.mark.parametrize("body", DEEP_BODIES, ids=["arrays", "objects", "just-too-deep"])
+def test_deeply_nested_json_is_400(client: FlaskClient, sessions: Any, path: str, body: str) -> None:
+    error = assert_error(client.post(path, data=body, content_type="application/json"), 400, "invalid_json")
+    assert "limited to 32 levels" in error["message"]
+    assert error["details"] == {"max_depth": 32}
+    assert row_counts(sessions) == (0, 0, 0)
+
+
+def test_nesting_up_to_the_limit_is_parsed(client: FlaskClient, sessions: Any) -> None:
+    body = '{"name": ' + "[" * 31 + "]" * 31 + "}"  # 32 levels: read, then refused by the schema
+    error = assert_error(
+        client.post("/v1/vms", data=body, content_type="application/json"), 400, "invalid_request"
+    )
+    assert "name" in [field["field"] for field in error["details"]["fields"]]
+    brackets_in_strings = vm_body(name="x" * 70 + "[" * 100 + "{" * 100)  # text, not nesting
+    error = assert_error(client.post("/v1/vms", json=brackets_in_strings), 400, "invalid_request")
+    assert [field["field"] for field in error["details"]["fields"]] == ["name"]
+    assert row_counts(sessions) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "\xff"}',
+        b"\xfe\xff\x00{",
+        '{"name": "web-1"}'.encode("utf-16-le")[:-1],
+        b"{" + b"1" * 5000 + b"}",
+    ],
+    ids=["not-utf8", "bad-bom", "odd-utf16", "not-json"],
+)
+def test_bodies_that_are_not_json_text_are_400(client: FlaskClient, sessions: Any, body: bytes) -> None:
+    assert_error(client.post("/v1/vms", data=body, content_type="application/json"), 400, "invalid_json")
+    assert row_counts(sessions) == (0, 0, 0)
+
+
+def test_utf16_json_is_read_as_json_loads_reads_it(client: FlaskClient, sessions: Any) -> None:
+    body = json.dumps(vm_body("wide")).encode("utf-16")
+    assert client.post("/v1/vms", data=body, content_type="application/json").status_code == 202
+    assert row_counts(sessions) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("body", ["null", '"web-1"', "1", "true", "[]", '{"vcpus": ' + "9" * 5000 + "}"])
+def test_json_that_is_not_an_object_of_fields_is_400(client: FlaskClient, sessions: Any, body: str) -> None:
+    response = client.post("/v1/vms", data=body, content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] in (
+        "invalid_request",
+        "invalid_json",
+    )
+    assert row_counts(sessions) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/json",
+        "",
+        "application/jsonx",
+        ";;;",
+    ],
+)
+def test_bodies_not_sent_as_json_are_415(client: FlaskClient, sessions: Any, content_type: str) -> None:
+    response = client.post("/v1/vms", data=json.dumps(vm_body()), headers={"Content-Type": content_type})
+    assert_error(response, 415, "unsupported_media_type")
+    assert row_counts(sessions) == (0, 0, 0)
+
+
+def test_json_media_types_and_parameters_are_read_as_json(client: FlaskClient, sessions: Any) -> None:
+    for name, content_type in [
+        ("a", "application/json; charset=latin-1"),
+        ("b", "application/merge-patch+json"),
+    ]:
+        response = client.post(
+            "/v1/vms", data=json.dumps(vm_body(name)), headers={"Content-Type": content_type}
+        )
+        assert response.status_code == 202, response.get_data(as_text=True)
+    assert row_counts(sessions) == (2, 2, 0)
+
+
+def cursor_of(value: Any) -> str:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+GOOD_TIME = "2026-01-02T03:04:05.123456+00:00"
+BAD_CURSORS = {
+    "id-int": cursor_of([GOOD_TIME, 5]),
+    "id-list": cursor_of([GOOD_TIME, [VM_ID]]),
+    "id-bool": cursor_of([GOOD_TIME, True]),
+    "id-null": cursor_of([GOOD_TIME, None]),
+    "id-not-uuid": cursor_of([GOOD_TIME, "nope"]),
+    "time-int": cursor_of([1767322800, VM_ID]),
+    "time-offset-16h": cursor_of(["2026-01-02T03:04:05+16:00", VM_ID]),
+    "time-offset-minus-16h": cursor_of(["2026-01-02T03:04:05-16:00", VM_ID]),
+    "time-offset-23h59": cursor_of(["2026-01-02T03:04:05+23:59", VM_ID]),
+    "time-naive": cursor_of(["2026-01-02T03:04:05", VM_ID]),
+    "time-date-only": cursor_of(["2026-01-02", VM_ID]),
+    "time-year-1-east": cursor_of(["0001-01-01T00:00:00+15:00", VM_ID]),
+    "time-year-9999-west": cursor_of(["9999-12-31T23:59:59-15:00", VM_ID]),
+    "time-garbage": cursor_of(["yesterday", VM_ID]),
+    "object": cursor_of({"at": GOOD_TIME, "id": VM_ID}),
+    "object-two-keys": cursor_of({GOOD_TIME: 1, VM_ID: 2}),
+    "two-char-string": cursor_of("ab"),
+    "number": cursor_of(10**100),
+    "huge-number": cursor_of(b"9" * 140),
+    "null": cursor_of(None),
+    "empty-list": cursor_of([]),
+    "one-item": cursor_of([GOOD_TIME]),
+    "three-items": cursor_of([GOOD_TIME, VM_ID, VM_ID]),
+    "not-utf8": cursor_of(b'["\xff", "\xfe"]'),
+    "not-json": cursor_of(b"[2026-01-02, x]"),
+    "not-base64": "%%%",
+    "non-ascii": "é",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("cursor", BAD_CURSORS.values(), ids=BAD_CURSORS.keys())
+def test_malformed_cursors_are_400(client: FlaskClient, cursor: str) -> None:
+    error = assert_error(client.get("/v1/vms", query_string={"cursor": cursor}), 400, "invalid_request")
+    assert error["details"] == {"cursor": cursor}
+
+
+def test_a_cursor_at_an_offset_postgresql_gives_pages_on(client: FlaskClient) -> None:
+    ids = [client.post("/v1/vms", json=vm_body(f"vm-{i}")).get_json()["vm"]["id"] for i in range(2)]
+    first = client.get("/v1/vms?limit=1").get_json()
+    at, row_id = json.loads(base64.urlsafe_b64decode(first["next_cursor"] + "=="))
+    shifted = datetime.fromisoformat(at).astimezone(timezone(timedelta(hours=15, minutes=59)))
+    page = client.get("/v1/vms", query_string={"cursor": cursor_of([shifted.isoformat(), row_id])})
+    assert [vm["id"] for vm in page.get_json()["items"]] == ids[1:]
+
+
+@pytest.mark.parametrize("key", ["", "é", "tab\there", "nul\x00", "del\x7f", "k" * 256])
+@pytest.mark.parametrize("method_path", [("POST", "/v1/vms"), ("DELETE", f"/v1/vms/{VM_ID}")])
+def test_malformed_idempotency_keys_are_400(
+    client: FlaskClient, sessions: Any, key: str, method_path: tuple[str, str]
+) -> None:
+    method, path = method_path
+    response = client.open(path, method=method, json=vm_body(), headers={"Idempotency-Key": key})
+    error = assert_error(response, 400, "invalid_request")
+    assert "Idempotency-Key" in error["message"]
+    assert row_counts(sessions) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=" + "9" * 5000, "limit=1e3", "limit=-1", "limit=%00", "name=%00", "name=%FF", "status=%00",
+     "name=" + "a" * 5000, "cursor=" + "A" * 201],
+)  # fmt: skip
+def test_hostile_list_queries_are_400(client: FlaskClient, query: str) -> None:
+    assert_error(client.get(f"/v1/vms?{query}"), 400, "invalid_request")
+
+
+@pytest.mark.parametrize("path", ["/v1/vms/%FF", "/v1/vms/%00", "/v1/tasks/" + "f" * 5000, "/v1/vms/1/start"])
+def test_hostile_path_params_are_404(client: FlaskClient, path: str) -> None:
+    assert_error(client.get(path), 404, "not_found")
+
+
+def test_a_405_says_which_methods_the_path_takes(client: FlaskClient) -> None:
+    response = client.put("/v1/vms")
+    assert_error(response, 405, "method_not_allowed")
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+    assert response.mimetype == "application/json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,3 +48,17 @@ def stack_admin_token() -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         return ""  # the first call then answers 401, which says what is missing
+
+
+@dataclass
+class Conformance:
+    """Schemathesis against the OpenAPI document: cases sent per operation (Hypothesis's shrinking
+    included), how many answers of each status, and the first failure of each operation that had one."""
+
+    cases: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+CONFORMANCE = Conformance()
+STATEFUL = " (stateful)"  # the label's suffix for a case sent in a call sequence

@@ -1,0 +1,138 @@
+"""What the API answers, as pydantic models: the OpenAPI document's response schemas.
+
+api/presenters.py (and api/task_reads.py for GET /v1/tasks/<id>) stay the one place rows become JSON,
+without a model in the request path; these models describe that JSON, and the tests validate the
+presenters' output against them (tests/unit/test_response_models.py), so the two cannot drift apart.
+Every field is required and nothing else is allowed, so a key added or dropped on one side fails there."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas import DnsLabel
+from common.states import PowerState, StepStatus, TaskKind, TaskStatus, VmStatus
+
+
+class _Answer(BaseModel):
+    # Strict and closed: validating the presenters' JSON with these (in the tests) is as exacting as the
+    # document's JSON Schema: "1" is no integer, and a key more or less fails.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Vm(_Answer):
+    """A VM. `id` is also its libvirt domain's UUID."""
+
+    id: uuid.UUID
+    name: DnsLabel
+    image: DnsLabel
+    vcpus: int = Field(ge=1)
+    memory_mib: int = Field(ge=1)
+    disk_gib: int = Field(ge=1)
+    status: VmStatus = Field(description="`deleted` only in the answer to a DELETE that finished at once.")
+    power_state: PowerState
+    host: DnsLabel
+    created_at: datetime
+    updated_at: datetime
+
+
+class Error(_Answer):
+    """What went wrong: a code to act on, a message for people, and details (a dict, per code)."""
+
+    code: str = Field(examples=["name_taken"])
+    message: str = Field(examples=["A VM named 'demo-1' already exists."])
+    details: dict[str, Any] = Field(examples=[{"name": "demo-1"}])
+
+
+class ErrorResponse(_Answer):
+    """The one shape of every error the API answers."""
+
+    error: Error
+
+
+class TaskStep(_Answer):
+    """One step of a task's saga, in the order the saga runs them."""
+
+    name: str
+    status: StepStatus
+    error: str | None
+    undo_error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class Task(_Answer):
+    """A durable request: what clients poll until `status` is `succeeded` or `failed`."""
+
+    id: uuid.UUID
+    kind: TaskKind
+    status: TaskStatus
+    vm_id: uuid.UUID | None = Field(description="`null` for `reconcile`.")
+    host: DnsLabel
+    attempts: int = Field(ge=0, description="Runs so far; more than 1 after a recovery.")
+    steps: list[TaskStep]
+    result: dict[str, Any] | None = Field(description='`{"vm_id": ...}` on success; a reconcile\'s report.')
+    error: Error | None = Field(
+        description="`step_failed`, `task_failed`, `cancelled`, `reconcile_failed`, ..."
+    )
+    created_at: datetime
+    queued_at: datetime | None = Field(description="When it was handed to the queue; `null` = not yet.")
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Image(_Answer):
+    """A base image VMs can be built from (registered with `iaas-admin image import`)."""
+
+    id: uuid.UUID
+    name: DnsLabel
+    host: DnsLabel
+    format: str
+    size_bytes: int = Field(ge=0)
+    virtual_size_bytes: int = Field(ge=0)
+    checksum_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_at: datetime
+
+
+class VmPage(_Answer):
+    """A page of VMs, oldest first; pass `next_cursor` back as `cursor` for the next one."""
+
+    items: list[Vm]
+    next_cursor: str | None
+
+
+class ImageList(_Answer):
+    items: list[Image]
+
+
+class VmAccepted(_Answer):
+    """202: the VM as the request left it, and the task that carries the request out."""
+
+    vm: Vm
+    task: Task
+
+
+class TaskAccepted(_Answer):
+    """202: the task that carries the request out."""
+
+    task: Task
+
+
+class Health(_Answer):
+    status: Literal["ok"]
+
+
+class ReadyChecks(_Answer):
+    database: Literal["ok"]
+    broker: Literal["ok"]
+
+
+class Readiness(_Answer):
+    """Both dependencies answer; when one does not, the answer is 503 `not_ready` (an ErrorResponse
+    whose `details` has `checks` and `problems`)."""
+
+    status: Literal["ready"]
+    checks: ReadyChecks

@@ -1,0 +1,195 @@
+"""The table of routes the OpenAPI document describes: for each, the method, the path, the Flask
+endpoint that serves it, its parameters, its request model and its answers by status.
+
+tests/integration/test_openapi_document.py holds this table against Flask's url_map both ways, so a
+route added to a blueprint and not here (or the other way round) fails the suite."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from api.openapi import responses as out
+from api.openapi.page import ASSETS
+from api.schemas import PowerAction, VmCreate, VmListQuery
+from api.views.actions import ReconcileRequest
+
+JSON = "application/json"
+UUID = {"type": "string", "format": "uuid"}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes the request safe to retry: the same key with the same request gets the first "
+    "answer back. A fresh key (a UUID does well) for every new request; keys live 24 h.",
+    # api/idempotency.validate_key: 1 to 255 printable ASCII characters.
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+TASK_LOCATION = {
+    "description": "The task's address, to poll: `/v1/tasks/<id>`.",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^/v1/tasks/[0-9a-f-]{36}$"},
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer of a route: a JSON body of `model`'s shape, or `media_types` of their own."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    media_types: tuple[str, ...] = (JSON,)
+    headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    links: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # OpenAPI's: what to call next
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # in OpenAPI's form: /v1/vms/{vm_id}
+    endpoint: str  # Flask's endpoint name: blueprint.function
+    tag: str
+    summary: str
+    replies: Mapping[int, Reply]
+    path_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    idempotency_key: bool = False
+    public: bool = False  # no bearer token needed
+    description: str = ""
+
+
+# Why each error status happens, with the codes a client can act on.
+ERROR_WHEN = {
+    400: "`invalid_request`: a field is missing, mistyped, out of range or unknown (`details.fields`), "
+    "the body is not an object, or a bad `cursor` or `Idempotency-Key`; `invalid_json`: the body is not "
+    "JSON text, or nests deeper than 32 levels (`details.max_depth`).",
+    404: "`not_found`: no such id (or not a UUID).",
+    409: "`vm_busy`: the VM has a task in progress (`details.task_id`); `invalid_state`: the VM's status "
+    "does not allow this (`details.status`).",
+    413: "`request_entity_too_large`: the body is over 64 KiB.",
+    415: "`unsupported_media_type`: the body was not sent as `application/json`.",
+    422: "`idempotency_key_reused`: this `Idempotency-Key` was used for a different request.",
+    503: "`database_unavailable`: PostgreSQL cannot be reached; retry.",
+}
+CREATE_400 = (
+    f"{ERROR_WHEN[400]} `unknown_image`: no image of that name; "
+    "`disk_too_small`: `disk_gib` is below the image's size (`details.minimum_disk_gib`)."
+)
+CREATE_409 = "`name_taken`: a live VM already has that name (`details.name`)."
+
+
+def errors(*statuses: int, **when: str) -> dict[int, Reply]:
+    """The error answers `statuses`, described by ERROR_WHEN or by `when` (keyed `e400`, ...)."""
+    return {
+        status: Reply(when.get(f"e{status}", ERROR_WHEN[status]), out.ErrorResponse) for status in statuses
+    }
+
+
+def link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "description": description, "parameters": parameters}
+
+
+def vm_links(vm_id: str) -> dict[str, dict[str, Any]]:
+    """What can be done with a VM whose id is at `vm_id` (a runtime expression) in an answer."""
+    return {
+        "GetVm": link("get_vm", "Read the VM.", vm_id=vm_id),
+        "DeleteVm": link("delete_vm", "Delete the VM.", vm_id=vm_id),
+        **{
+            f"{action.title()}Vm": link(f"{action}_vm", f"{action.title()} the VM.", vm_id=vm_id)
+            for action in ("start", "stop", "reboot")
+        },
+    }
+
+
+GET_TASK = {"GetTask": link("get_task", "Poll the task.", task_id="$response.body#/task/id")}
+ACCEPTED_VM = Reply(
+    "Accepted: the VM and the task that carries the request out.",
+    out.VmAccepted,
+    headers={"Location": TASK_LOCATION},
+    links={**vm_links("$response.body#/vm/id"), **GET_TASK},
+)
+VM_ID = {"vm_id": UUID}
+# What any request that makes a task can be refused for, before its target is looked at.
+TASK_REQUEST = (400, 413, 415, 422, 503)
+
+
+def _power(action: str, summary: str) -> Route:
+    return Route(
+        "POST", f"/v1/vms/{{vm_id}}/{action}", f"vms.{action}_vm", "vms", summary,
+        {202: ACCEPTED_VM, **errors(*TASK_REQUEST, 404, 409)},
+        path_params=VM_ID, body=PowerAction, body_required=False, idempotency_key=True,
+    )  # fmt: skip
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST", "/v1/vms", "vms.create_vm", "vms", "Ask for a VM",
+        {202: ACCEPTED_VM, **errors(*TASK_REQUEST, 409, e400=CREATE_400, e409=CREATE_409)},
+        body=VmCreate, idempotency_key=True,
+        description="The VM is built on its image's host; poll the task at `Location` until it has finished.",
+    ),
+    Route(
+        "GET", "/v1/vms", "vms.list_vms", "vms", "List the VMs",
+        {200: Reply("A page of VMs, oldest first.", out.VmPage), **errors(400, 503)},
+        query=VmListQuery,
+    ),
+    Route(
+        "GET", "/v1/vms/{vm_id}", "vms.get_vm", "vms", "Read a VM",
+        {200: Reply("The VM.", out.Vm, links=vm_links("$response.body#/id")), **errors(404, 503)},
+        path_params=VM_ID,
+    ),
+    Route(
+        "DELETE", "/v1/vms/{vm_id}", "vms.delete_vm", "vms", "Delete a VM",
+        {202: ACCEPTED_VM, **errors(400, 404, 409, 422, 503)}, path_params=VM_ID, idempotency_key=True,
+        description="A `pending` VM whose create no worker has started is deleted at once: its status is "
+        "`deleted` and the task has `succeeded` already.",
+    ),
+    _power("start", "Start a stopped VM"),
+    _power("stop", 'Stop a running VM (at once with {"force": true})'),
+    _power("reboot", 'Reboot a running VM (a hard reset with {"force": true})'),
+    Route(
+        "POST", "/v1/actions/reconcile", "actions.reconcile", "actions", "Reconcile a host now",
+        {202: Reply("Accepted: the reconcile task.", out.TaskAccepted, headers={"Location": TASK_LOCATION},
+                    links=GET_TASK),
+         **errors(*TASK_REQUEST)},
+        body=ReconcileRequest, body_required=False, idempotency_key=True,
+        description="`host` defaults to the API's own `IAAS_HOST`; that host's worker runs it.",
+    ),
+    Route(
+        "GET", "/v1/tasks/{task_id}", "tasks.get_task", "tasks", "Read a task (what clients poll)",
+        {200: Reply("The task with its steps.", out.Task), **errors(404, 503)}, path_params={"task_id": UUID},
+    ),
+    Route(
+        "GET", "/v1/images", "images.list_images", "images", "List the images",
+        {200: Reply("Every image, by name.", out.ImageList), **errors(503)},
+    ),
+    Route(
+        "GET", "/healthz", "health.healthz", "health", "Liveness: the process answers",
+        {200: Reply("The process answers.", out.Health)}, public=True,
+    ),
+    Route(
+        "GET", "/readyz", "health.readyz", "health", "Readiness: the database and the broker answer",
+        {200: Reply("Both answer.", out.Readiness),
+         503: Reply("`not_ready`: `details.checks` says which is down.", out.ErrorResponse)},
+        public=True,
+    ),
+    Route(
+        "GET", "/v1/openapi.json", "docs.openapi_json", "docs", "This document",
+        {200: Reply("The OpenAPI 3.1 document of this API.", media_types=(JSON,))}, public=True,
+    ),
+    Route(
+        "GET", "/v1/docs", "docs.docs_page", "docs", "A page to browse this document",
+        {200: Reply("Swagger UI, served from this API (no other site).", media_types=("text/html",))},
+        public=True,
+    ),
+    Route(
+        "GET", "/v1/docs/{asset}", "docs.docs_asset", "docs", "The files of the docs page",
+        {200: Reply("The file.", media_types=tuple(sorted(set(ASSETS.values())))), **errors(404)},
+        path_params={"asset": {"type": "string", "enum": sorted(ASSETS)}}, public=True,
+    ),
+)  # fmt: skip

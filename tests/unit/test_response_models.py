@@ -1,0 +1,82 @@
+"""api/presenters.py's output against the response models of the OpenAPI document: for any row
+Hypothesis makes, the JSON the API would send validates (every key there, none more, each typed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from api.openapi import responses as out
+from api.presenters import image_json, task_json, vm_json
+from common.models import Image, Task, TaskStep, Vm
+from common.names import DNS_LABEL_PATTERN
+from common.states import PowerState, StepStatus, TaskKind, TaskStatus, VmStatus
+
+labels = st.from_regex(DNS_LABEL_PATTERN, fullmatch=True).filter(lambda s: len(s) <= 63 and "\n" not in s)
+times = st.datetimes(
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.just(timezone(timedelta(hours=1))),
+)
+json_objects = st.dictionaries(
+    st.text(max_size=5), st.none() | st.integers() | st.text(max_size=5), max_size=3
+)
+errors = st.fixed_dictionaries({"code": st.text(min_size=1), "message": st.text(), "details": json_objects})
+
+vms = st.builds(
+    Vm, id=st.uuids(), name=labels, image=labels, vcpus=st.integers(1, 64), memory_mib=st.integers(64, 2**19),
+    disk_gib=st.integers(1, 2**14), status=st.sampled_from(VmStatus), power_state=st.sampled_from(PowerState),
+    host=labels, created_at=times, updated_at=times,
+)  # fmt: skip
+steps = st.builds(
+    TaskStep, name=st.text(min_size=1, max_size=20), status=st.sampled_from(StepStatus),
+    error=st.none() | st.text(), undo_error=st.none() | st.text(),
+    started_at=times, finished_at=st.none() | times,
+)  # fmt: skip
+tasks = st.builds(
+    Task, id=st.uuids(), kind=st.sampled_from(TaskKind), status=st.sampled_from(TaskStatus),
+    vm_id=st.none() | st.uuids(), host=labels, attempts=st.integers(0, 10), steps=st.lists(steps, max_size=4),
+    result=st.none() | json_objects, error=st.none() | errors, created_at=times, queued_at=st.none() | times,
+    started_at=st.none() | times, finished_at=st.none() | times,
+)  # fmt: skip
+images = st.builds(
+    Image, id=st.uuids(), name=labels, host=labels, format=st.sampled_from(["qcow2"]),
+    size_bytes=st.integers(0, 2**40), virtual_size_bytes=st.integers(0, 2**40),
+    checksum_sha256=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), created_at=times,
+)  # fmt: skip
+
+
+def as_sent(value: Any) -> str:
+    """What the client receives: the presenter's dict through JSON."""
+    return json.dumps(value)
+
+
+@given(vms, tasks)
+def test_a_vm_and_its_task_as_the_api_shows_them(vm: Vm, task: Task) -> None:
+    assert out.Vm.model_validate_json(as_sent(vm_json(vm))).id == vm.id
+    assert out.Task.model_validate_json(as_sent(task_json(task))).steps == [
+        out.TaskStep.model_validate_json(as_sent(step)) for step in task_json(task)["steps"]
+    ]
+    out.VmAccepted.model_validate_json(as_sent({"vm": vm_json(vm), "task": task_json(task)}))
+    out.TaskAccepted.model_validate_json(as_sent({"task": task_json(task)}))
+    out.VmPage.model_validate_json(as_sent({"items": [vm_json(vm)], "next_cursor": None}))
+
+
+@given(images)
+def test_an_image_as_the_api_shows_it(image: Image) -> None:
+    out.ImageList.model_validate_json(as_sent({"items": [image_json(image)]}))
+
+
+@given(vms, st.sampled_from(["host", "created_at", "status"]))
+def test_a_key_more_or_less_than_the_model_has_fails(vm: Vm, key: str) -> None:
+    shown = vm_json(vm)
+    with pytest.raises(ValidationError):
+        out.Vm.model_validate_json(as_sent({**shown, "project": "p"}))
+    with pytest.raises(ValidationError):
+        out.Vm.model_validate_json(as_sent({k: v for k, v in shown.items() if k != key}))
