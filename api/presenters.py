@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from common.models import Image, Task, TaskStep, Vm
+from common.models import Image, Project, Task, TaskStep, Vm
+from common.projects import limits_of, usage_of
+from common.tokens import Caller
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -69,4 +71,14 @@ def image_json(image: Image) -> dict[str, Any]:
         "virtual_size_bytes": image.virtual_size_bytes,
         "checksum_sha256": image.checksum_sha256,
         "created_at": _iso(image.created_at),
+    }
+
+
+def project_json(project: Project, caller: Caller) -> dict[str, Any]:
+    return {
+        "id": str(project.id),
+        "name": project.name,
+        "limits": limits_of(project).as_dict(),
+        "usage": usage_of(project).as_dict(),
+        "token": {"id": str(caller.token_id), "name": caller.token_name, "role": str(caller.role)},
     }

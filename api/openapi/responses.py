@@ -27,7 +27,8 @@ class Vm(_Answer):
     """A VM. `id` is also its libvirt domain's UUID."""
 
     id: uuid.UUID
-    name: DnsLabel
+    name: DnsLabel = Field(description="Unique among the project's live VMs.")
+    project: DnsLabel = Field(description="The name of the project the VM belongs to.")
     image: DnsLabel
     vcpus: int = Field(ge=1)
     memory_mib: int = Field(ge=1)
@@ -64,6 +65,14 @@ class TaskStep(_Answer):
     finished_at: datetime | None
 
 
+class RequestedBy(_Answer):
+    """Who asked for a task: the token (its id and label) and its project."""
+
+    token_id: uuid.UUID
+    token_name: str | None
+    project: DnsLabel
+
+
 class Task(_Answer):
     """A durable request: what clients poll until `status` is `succeeded` or `failed`."""
 
@@ -73,6 +82,7 @@ class Task(_Answer):
     vm_id: uuid.UUID | None = Field(description="`null` for `reconcile`.")
     host: DnsLabel
     attempts: int = Field(ge=0, description="Runs so far; more than 1 after a recovery.")
+    requested_by: RequestedBy | None = Field(description="`null` for the reconciliations beat schedules.")
     steps: list[TaskStep]
     result: dict[str, Any] | None = Field(description='`{"vm_id": ...}` on success; a reconcile\'s report.')
     error: Error | None = Field(
@@ -136,3 +146,28 @@ class Readiness(_Answer):
 
     status: Literal["ready"]
     checks: ReadyChecks
+
+
+class Amounts(_Answer):
+    """An amount of each resource a quota limits."""
+
+    instances: int = Field(ge=0)
+    vcpus: int = Field(ge=0)
+    memory_mib: int = Field(ge=0)
+    disk_gib: int = Field(ge=0)
+
+
+class CallerToken(_Answer):
+    id: uuid.UUID
+    name: str | None
+    role: Literal["member", "admin"]
+
+
+class Project(_Answer):
+    """The caller's project: its limits, what its VMs use of them, and the token that asked."""
+
+    id: uuid.UUID
+    name: DnsLabel
+    limits: Amounts
+    usage: Amounts
+    token: CallerToken

@@ -68,7 +68,7 @@ ERROR_WHEN = {
     400: "`invalid_request`: a field is missing, mistyped, out of range or unknown (`details.fields`), "
     "the body is not an object, or a bad `cursor` or `Idempotency-Key`; `invalid_json`: the body is not "
     "JSON text, or nests deeper than 32 levels (`details.max_depth`).",
-    404: "`not_found`: no such id (or not a UUID).",
+    404: "`not_found`: no such id in the caller's project (or not a UUID).",
     409: "`vm_busy`: the VM has a task in progress (`details.task_id`); `invalid_state`: the VM's status "
     "does not allow this (`details.status`).",
     413: "`request_entity_too_large`: the body is over 64 KiB.",
@@ -80,7 +80,7 @@ CREATE_400 = (
     f"{ERROR_WHEN[400]} `unknown_image`: no image of that name; "
     "`disk_too_small`: `disk_gib` is below the image's size (`details.minimum_disk_gib`)."
 )
-CREATE_409 = "`name_taken`: a live VM already has that name (`details.name`)."
+CREATE_409 = "`name_taken`: a live VM of the project already has that name (`details.name`)."
 
 
 def errors(*statuses: int, **when: str) -> dict[int, Reply]:
@@ -156,13 +156,18 @@ ROUTES: tuple[Route, ...] = (
         "POST", "/v1/actions/reconcile", "actions.reconcile", "actions", "Reconcile a host now",
         {202: Reply("Accepted: the reconcile task.", out.TaskAccepted, headers={"Location": TASK_LOCATION},
                     links=GET_TASK),
-         **errors(*TASK_REQUEST)},
+         **errors(*TASK_REQUEST, 404, e404="`unknown_host`: no worker has ever started on that host.")},
         body=ReconcileRequest, body_required=False, idempotency_key=True,
-        description="`host` defaults to the API's own `IAAS_HOST`; that host's worker runs it.",
+        description="Admins only. `host` defaults to the API's own `IAAS_HOST` and must be a host whose "
+        "worker has started (404 `unknown_host`, with `details.known_hosts`); that host's worker runs it.",
     ),
     Route(
         "GET", "/v1/tasks/{task_id}", "tasks.get_task", "tasks", "Read a task (what clients poll)",
         {200: Reply("The task with its steps.", out.Task), **errors(404, 503)}, path_params={"task_id": UUID},
+    ),
+    Route(
+        "GET", "/v1/project", "project.get_project", "project", "The caller's project, its limits and usage",
+        {200: Reply("The project.", out.Project), **errors(503)},
     ),
     Route(
         "GET", "/v1/images", "images.list_images", "images", "List the images",

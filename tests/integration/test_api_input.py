@@ -9,13 +9,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
 from common.config import Settings
 from common.db import transaction
 from common.models import Image, Task, TaskStep, Vm
+from common.tokens import Role
 from tests.integration.helpers import vm_body
+from tests.support.tokens import api_client
 from worker.sagas.runner import claim
 
 
@@ -241,8 +244,11 @@ DEEP_BODIES = [
 
 @pytest.mark.parametrize("path", BODY_PATHS)
 @pytest.mark.parametrize("body", DEEP_BODIES, ids=["arrays", "objects", "just-too-deep"])
-def test_deeply_nested_json_is_400(client: FlaskClient, sessions: Any, path: str, body: str) -> None:
-    error = assert_error(client.post(path, data=body, content_type="application/json"), 400, "invalid_json")
+def test_deeply_nested_json_is_400(
+    client: FlaskClient, app: Flask, sessions: Any, path: str, body: str
+) -> None:
+    caller = api_client(app, role=Role.ADMIN) if path.startswith("/v1/actions") else client  # admins only
+    error = assert_error(caller.post(path, data=body, content_type="application/json"), 400, "invalid_json")
     assert "limited to 32 levels" in error["message"]
     assert error["details"] == {"max_depth": 32}
     assert row_counts(sessions) == (0, 0, 0)

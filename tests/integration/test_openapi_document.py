@@ -16,8 +16,10 @@ from api.openapi import responses as out
 from api.openapi.document import document
 from api.openapi.page import ASSETS
 from api.openapi.routes import ROUTES
+from common.tokens import Role
 from tests.integration.helpers import vm_body, wait_for_task
 from tests.support.processes import WorkerProcess
+from tests.support.tokens import api_client
 
 OPEN = {"/healthz", "/readyz", "/v1/openapi.json", "/v1/docs", "/v1/docs/{asset}"}
 IMPLICIT = {"HEAD", "OPTIONS"}  # Flask answers these for every route
@@ -130,7 +132,7 @@ def answers(model: type[BaseModel], response: Any) -> Any:
 
 
 def test_real_answers_validate_against_the_response_models(
-    client: FlaskClient, worker: WorkerProcess
+    client: FlaskClient, app: Flask, worker: WorkerProcess
 ) -> None:
     """What the worker writes (steps, results, errors) shown through GET /v1/tasks/<id> (api/task_reads.py,
     the one answer not made by api/presenters.py) as well as the presenters' answers."""
@@ -144,12 +146,14 @@ def test_real_answers_validate_against_the_response_models(
     assert answers(out.Vm, client.get(f"/v1/vms/{vm.id}")).power_state == "running"
     assert [v.id for v in answers(out.VmPage, client.get("/v1/vms")).items] == [vm.id]
     assert answers(out.ImageList, client.get("/v1/images")).items
+    assert answers(out.Project, client.get("/v1/project")).usage.instances == 1
     stop = client.post(f"/v1/vms/{vm.id}/stop", json={"force": True})
     wait_for_task(client, stop.headers["Location"])
     assert answers(out.VmAccepted, stop).task.kind == "stop_vm"
-    reconcile = client.post("/v1/actions/reconcile")
-    wait_for_task(client, reconcile.headers["Location"])
-    report = answers(out.Task, client.get(reconcile.headers["Location"]))
+    admin = api_client(app, role=Role.ADMIN)  # reconcile is for admins
+    reconcile = admin.post("/v1/actions/reconcile")
+    wait_for_task(admin, reconcile.headers["Location"])
+    report = answers(out.Task, admin.get(reconcile.headers["Location"]))
     assert report.kind == "reconcile" and report.status == "succeeded" and report.result
     gone = client.delete(f"/v1/vms/{vm.id}")
     assert answers(out.VmAccepted, gone).vm.status == "deleting"

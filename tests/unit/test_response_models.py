@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from api.openapi import responses as out
-from api.presenters import image_json, task_json, vm_json
-from common.models import Image, Task, TaskStep, Vm
+from api.presenters import image_json, project_json, task_json, vm_json
+from common.models import Image, Project, Task, TaskStep, Vm
 from common.names import DNS_LABEL_PATTERN
 from common.states import PowerState, StepStatus, TaskKind, TaskStatus, VmStatus
+from common.tokens import Caller, Role
 
 labels = st.from_regex(DNS_LABEL_PATTERN, fullmatch=True).filter(lambda s: len(s) <= 63 and "\n" not in s)
 times = st.datetimes(
@@ -42,6 +43,10 @@ steps = st.builds(
 tasks = st.builds(
     Task, id=st.uuids(), kind=st.sampled_from(TaskKind), status=st.sampled_from(TaskStatus),
     vm_id=st.none() | st.uuids(), host=labels, attempts=st.integers(0, 10), steps=st.lists(steps, max_size=4),
+    requested_by=st.none() | st.builds(
+        lambda token_id, name, project: {"token_id": str(token_id), "token_name": name, "project": project},
+        st.uuids(), st.none() | st.text(min_size=1, max_size=63), labels,
+    ),
     result=st.none() | json_objects, error=st.none() | errors, created_at=times, queued_at=st.none() | times,
     started_at=st.none() | times, finished_at=st.none() | times,
 )  # fmt: skip
@@ -57,15 +62,32 @@ def as_sent(value: Any) -> str:
     return json.dumps(value)
 
 
-@given(vms, tasks)
-def test_a_vm_and_its_task_as_the_api_shows_them(vm: Vm, task: Task) -> None:
-    assert out.Vm.model_validate_json(as_sent(vm_json(vm))).id == vm.id
+amounts = st.integers(0, 2**31 - 1)
+projects = st.builds(
+    Project, id=st.uuids(), name=labels, max_instances=amounts, max_vcpus=amounts, max_memory_mib=amounts,
+    max_disk_gib=amounts, used_instances=amounts, used_vcpus=amounts, used_memory_mib=amounts,
+    used_disk_gib=amounts,
+)  # fmt: skip
+callers = st.builds(
+    Caller, token_id=st.uuids(), token_name=st.none() | st.text(min_size=1, max_size=63),
+    role=st.sampled_from(Role), project_id=st.uuids(), project=labels, expires_at=st.none() | times,
+)  # fmt: skip
+
+
+@given(vms, labels, tasks)
+def test_a_vm_and_its_task_as_the_api_shows_them(vm: Vm, project: str, task: Task) -> None:
+    assert out.Vm.model_validate_json(as_sent(vm_json(vm, project))).id == vm.id
     assert out.Task.model_validate_json(as_sent(task_json(task))).steps == [
         out.TaskStep.model_validate_json(as_sent(step)) for step in task_json(task)["steps"]
     ]
-    out.VmAccepted.model_validate_json(as_sent({"vm": vm_json(vm), "task": task_json(task)}))
+    out.VmAccepted.model_validate_json(as_sent({"vm": vm_json(vm, project), "task": task_json(task)}))
     out.TaskAccepted.model_validate_json(as_sent({"task": task_json(task)}))
-    out.VmPage.model_validate_json(as_sent({"items": [vm_json(vm)], "next_cursor": None}))
+    out.VmPage.model_validate_json(as_sent({"items": [vm_json(vm, project)], "next_cursor": None}))
+
+
+@given(projects, callers)
+def test_a_project_as_the_api_shows_it(project: Project, caller: Caller) -> None:
+    assert out.Project.model_validate_json(as_sent(project_json(project, caller))).name == project.name
 
 
 @given(images)
@@ -73,10 +95,10 @@ def test_an_image_as_the_api_shows_it(image: Image) -> None:
     out.ImageList.model_validate_json(as_sent({"items": [image_json(image)]}))
 
 
-@given(vms, st.sampled_from(["host", "created_at", "status"]))
+@given(vms, st.sampled_from(["host", "created_at", "status", "project"]))
 def test_a_key_more_or_less_than_the_model_has_fails(vm: Vm, key: str) -> None:
-    shown = vm_json(vm)
+    shown = vm_json(vm, "a-project")
     with pytest.raises(ValidationError):
-        out.Vm.model_validate_json(as_sent({**shown, "project": "p"}))
+        out.Vm.model_validate_json(as_sent({**shown, "owner": "p"}))
     with pytest.raises(ValidationError):
         out.Vm.model_validate_json(as_sent({k: v for k, v in shown.items() if k != key}))
