@@ -8,6 +8,12 @@ set -euo pipefail
 dir=${IAAS_SECRETS_DIR:?IAAS_SECRETS_DIR must be set (the Makefile sets it)}
 user=${IAAS_SERVICE_USER:-mini-iaas}
 
+# The run folder above the secrets is made (or kept) traversable, before the umask below would make
+# it 0700: the processes running as the service user reach their secrets (and beat its schedule) through it.
+parent=$(dirname "$dir")
+mkdir -p "$parent"
+chmod o+x "$parent"
+
 umask 077
 mkdir -p "$dir"
 
@@ -27,6 +33,9 @@ keep_or_make flower admin:
 
 chmod 0700 "$dir"
 find "$dir" -maxdepth 1 -type f -exec chmod 0600 {} +
+# The service user owns the folder and the three passwords its processes read -- and nothing else:
+# the admin token (`make access`) stays root's, so a compromised API cannot take an admin's rights.
 if ((EUID == 0)) && id -u "$user" >/dev/null 2>&1; then
-    chown -R "$user:$user" "$dir"
+    chown "$user:$user" "$dir" "$dir/postgres" "$dir/redis" "$dir/flower"
+    if [[ -e $dir/admin-token ]]; then chown root:root "$dir/admin-token"; fi
 fi

@@ -111,10 +111,24 @@ def test_the_secrets_are_the_service_users_alone(settings: Settings) -> None:
     assert stat.S_IMODE(mode.st_mode) == 0o700
     assert mode.st_uid == service_uid
     files = sorted(folder.iterdir())
-    assert {"postgres", "redis", "flower"} <= {path.name for path in files}
+    assert {"postgres", "redis", "flower", "admin-token"} <= {path.name for path in files}
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-        assert path.stat().st_uid == service_uid, path
+        # the admin token is root's alone: a compromised API must not read an admin's rights
+        assert path.stat().st_uid == (0 if path.name == "admin-token" else service_uid), path
+
+
+def readable_by_service_user(path: Path) -> bool:
+    """Whether the service user can read `path` (through every folder above it), asked of the kernel."""
+    check = ["setpriv", f"--reuid={SERVICE_USER}", f"--regid={SERVICE_USER}", "--init-groups", "test", "-r"]
+    return subprocess.run([*check, str(path)], timeout=10).returncode == 0
+
+
+def test_the_service_user_reads_its_secrets_and_not_the_admin_token(settings: Settings) -> None:
+    folder = Path(settings.secrets_dir)
+    for name in ("postgres", "redis", "flower"):
+        assert readable_by_service_user(folder / name), f"{SERVICE_USER} cannot read {folder / name}"
+    assert not readable_by_service_user(folder / "admin-token")
 
 
 def test_flower_wants_the_generated_credentials(settings: Settings) -> None:
