@@ -59,12 +59,35 @@ prepare() {  # the folders and files the processes need, with their owners and m
     # The guests' consoles (virtlogd writes them as root; the worker deletes them with the VM).
     mkdir -p "$console_dir"
     chmod 0750 "$console_dir"
+    grant_traversal "$root" "$venv" "$run_dir"
     # The service user must be able to read the checkout and the venv: fail here, not in a log.
     if ! (cd / && "${as_service[@]}" "$venv/bin/python" -c 'import api, common' 2>/dev/null); then
         echo "the service user $service_user cannot read $root or $venv: a folder on their path is" \
             "closed to other users (like /root); move the checkout, or open those folders (chmod o+x)" >&2
         exit 1
     fi
+}
+
+# A checkout in a folder closed to other users (mktemp -d makes 0700 folders; /root is 0700) would keep
+# the service user from the code: it is given the right to pass through (x, not to list) each such
+# folder above the checkout -- by an ACL naming only that user where the file system takes one (package
+# acl), else by o+x -- and told so.
+grant_traversal() {
+    local path dir
+    for path in "$@"; do
+        dir=$path
+        while [[ $dir != / ]]; do
+            if [[ -d $dir ]] && ! "${as_service[@]}" test -x "$dir" 2>/dev/null; then
+                if setfacl -m "u:$service_user:x" "$dir" 2>/dev/null; then
+                    echo "    $dir: closed to $service_user; granted it passage only (ACL u:$service_user:x)"
+                else
+                    chmod o+x "$dir"
+                    echo "    $dir: closed to other users; made passable (o+x, no listing) for $service_user"
+                fi
+            fi
+            dir=$(dirname "$dir")
+        done
+    done
 }
 
 port_taken() {  # port_taken HOST:PORT -> 0 when something already listens there
