@@ -74,9 +74,16 @@ prepare() {  # the folders and files the processes need, with their owners and m
 # acl), else by o+x -- and told so.
 grant_traversal() {
     local path dir
+    local -a ancestors
     for path in "$@"; do
+        ancestors=()
         dir=$path
         while [[ $dir != / ]]; do
+            ancestors=("$dir" "${ancestors[@]}")
+            dir=$(dirname "$dir")
+        done
+        # from the top down: a folder looks closed as long as one above it is
+        for dir in "${ancestors[@]}"; do
             if [[ -d $dir ]] && ! "${as_service[@]}" test -x "$dir" 2>/dev/null; then
                 if setfacl -m "u:$service_user:x" "$dir" 2>/dev/null; then
                     echo "    $dir: closed to $service_user; granted it passage only (ACL u:$service_user:x)"
@@ -85,7 +92,6 @@ grant_traversal() {
                     echo "    $dir: closed to other users; made passable (o+x, no listing) for $service_user"
                 fi
             fi
-            dir=$(dirname "$dir")
         done
     done
 }
