@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
@@ -29,6 +29,10 @@ DiskGib = Annotated[int, Field(ge=MIN_DISK_GIB, le=MAX_DISK_GIB)]
 SIZES = ("vcpus", "memory_mib", "disk_gib")
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class VmCreate(_Strict):
     """A VM's size is a flavor's (`flavor`) or given in full (`vcpus`, `memory_mib`, `disk_gib`)."""
 
@@ -43,10 +47,15 @@ class VmCreate(_Strict):
 
     name: DnsLabel
     image: DnsLabel
-    flavor: DnsLabel | None = Field(default=None, description="A flavor's name; then no sizes.")
-    vcpus: Vcpus | None = None
-    memory_mib: MemoryMib | None = None
-    disk_gib: DiskGib | None = None
+    # Each of these is left out or given, never null: the type has no None, and pydantic does not
+    # validate a default, so only a field left out is None (and its schema has no `default: null`).
+    # (Hence the ignores: their value is None when left out, which `X | None` would let a client send.)
+    flavor: DnsLabel = Field(  # type: ignore[assignment]
+        default=None, description="A flavor's name; then no sizes.", json_schema_extra=_no_default
+    )
+    vcpus: Vcpus = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    memory_mib: MemoryMib = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    disk_gib: DiskGib = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _flavor_or_sizes(self) -> VmCreate:

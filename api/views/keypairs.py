@@ -35,11 +35,11 @@ class KeypairCreate(BaseModel):
     )
 
     name: DnsLabel
-    # Its length is checked with the key (400 invalid_public_key), so the limit is only documented here.
+    # Its length is checked with the key (400 invalid_public_key, as for any key not taken), so the
+    # limit is told, not a maxLength: that would make a longer string a schema violation instead.
     public_key: str = Field(
         description="One OpenSSH public key line: ssh-ed25519, ecdsa-sha2-nistp256/384/521, or ssh-rsa "
-        "of at least 2048 bits, with an optional comment.",
-        json_schema_extra={"maxLength": MAX_PUBLIC_KEY_CHARS},
+        f"of at least 2048 bits, with an optional comment; at most {MAX_PUBLIC_KEY_CHARS} characters.",
     )
 
 
