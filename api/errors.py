@@ -47,9 +47,10 @@ def _validation_error(exc: ValidationError) -> ResponseReturnValue:
         {"field": ".".join(str(part) for part in err["loc"]) or "(body)", "message": err["msg"]}
         for err in exc.errors(include_url=False, include_context=False, include_input=False)
     ]
-    return envelope(
-        400, "invalid_request", "The request has invalid fields; see details.", {"fields": fields}
-    )
+    # A rule about the body as a whole (a model validator's) is its own message; fields are listed.
+    whole = [field["message"] for field in fields if field["field"] == "(body)"]
+    message = " ".join(whole) if whole else "The request has invalid fields; see details."
+    return envelope(400, "invalid_request", message, {"fields": fields})
 
 
 def _http_error(exc: HTTPException) -> ResponseReturnValue:

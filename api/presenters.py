@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from common.models import Image, Project, Task, TaskStep, Vm
+from common.models import Flavor, Image, Keypair, Project, Task, TaskStep, Vm
 from common.projects import limits_of, usage_of
 from common.tokens import Caller
 
@@ -71,6 +71,27 @@ def image_json(image: Image) -> dict[str, Any]:
         "virtual_size_bytes": image.virtual_size_bytes,
         "checksum_sha256": image.checksum_sha256,
         "created_at": _iso(image.created_at),
+    }
+
+
+def flavor_json(flavor: Flavor) -> dict[str, Any]:
+    return {
+        "name": flavor.name,
+        "vcpus": flavor.vcpus,
+        "memory_mib": flavor.memory_mib,
+        "disk_gib": flavor.disk_gib,
+        "created_at": _iso(flavor.created_at),
+    }
+
+
+def keypair_json(keypair: Keypair) -> dict[str, Any]:
+    return {
+        "id": str(keypair.id),
+        "name": keypair.name,
+        "type": keypair.public_key.split(" ", 1)[0],
+        "public_key": keypair.public_key,
+        "fingerprint": keypair.fingerprint,
+        "created_at": _iso(keypair.created_at),
     }
 
 

@@ -20,11 +20,12 @@ from common.errors import (
     NameTaken,
     NotFound,
     QuotaExceeded,
+    UnknownFlavor,
     UnknownImage,
     VmBusy,
 )
 from common.lifecycle import VmOp
-from common.models import Image, Project, Task, Vm
+from common.models import Flavor, Image, Project, Task, Vm
 from common.states import ACTIVE_TASK_STATUSES, TaskKind, VmStatus
 from common.tokens import Caller
 
@@ -57,40 +58,47 @@ def request_create(session: Session, body: VmCreate, caller: Caller) -> tuple[Vm
     """The VM and its create task in one statement (the hot path of the API): the VM's host is the
     image's host (its disk is an overlay on the image), read in the same statement, and the VM must
     fit in the project's quota, whose usage the same statement checks and takes. When it inserts
-    nothing, a second read says why: no such image, too small a disk, or the quota."""
-    vm = lifecycle.new_vm(host="", project_id=caller.project_id, **body.model_dump())
-    task = _new_task(TaskKind.CREATE_VM, vm, body.model_dump(), caller)
+    nothing, a second read says why: no such image, too small a disk, or the quota. A flavor is read
+    first, in the same transaction, and the VM and its task keep its sizes."""
+    sizes = body.sizes() if body.flavor is None else _flavor_sizes(session, body.flavor)
+    vm = lifecycle.new_vm(host="", project_id=caller.project_id, name=body.name, image=body.image, **sizes)
+    request = {**body.model_dump(exclude_none=True), **sizes}
+    task = _new_task(TaskKind.CREATE_VM, vm, request, caller)
     for _attempt in range(3):
         try:
-            host = lifecycle.insert_vm_and_task(session, vm, task, disk_bytes=body.disk_gib * GIB)
+            host = lifecycle.insert_vm_and_task(session, vm, task, disk_bytes=vm.disk_gib * GIB)
         except IntegrityError as exc:
             _raise_conflict(exc, body.name)
         if host is not None:
             vm.host = task.host = host
             return vm, task
-        _raise_unusable_image(session, body)
-        _raise_quota_exceeded(session, body, caller)
+        _raise_unusable_image(session, body.image, vm.disk_gib)
+        _raise_quota_exceeded(session, projects.Amounts(1, vm.vcpus, vm.memory_mib, vm.disk_gib), caller)
         # Neither: a delete in the project freed room between the two statements; try again.
     raise Conflict("The project's usage kept changing while this VM was being recorded; retry the request.")
 
 
-def _raise_unusable_image(session: Session, body: VmCreate) -> None:
-    image = session.execute(
-        select(Image.name, Image.virtual_size_bytes).where(Image.name == body.image)
-    ).first()
+def _flavor_sizes(session: Session, name: str) -> dict[str, int]:
+    flavor = session.get(Flavor, name)
+    if flavor is None:
+        raise UnknownFlavor(f"No flavor named {name!r}; GET /v1/flavors lists them.", flavor=name)
+    return {"vcpus": flavor.vcpus, "memory_mib": flavor.memory_mib, "disk_gib": flavor.disk_gib}
+
+
+def _raise_unusable_image(session: Session, name: str, disk_gib: int) -> None:
+    image = session.execute(select(Image.name, Image.virtual_size_bytes).where(Image.name == name)).first()
     if image is None:
-        raise UnknownImage(f"No image named {body.image!r}; GET /v1/images lists them.", image=body.image)
+        raise UnknownImage(f"No image named {name!r}; GET /v1/images lists them.", image=name)
     needed = -(-image.virtual_size_bytes // GIB)
-    if body.disk_gib < needed:
+    if disk_gib < needed:
         raise DiskTooSmall(
             f"Image {image.name!r} needs a disk of at least {needed} GiB.", minimum_disk_gib=needed
         )
 
 
-def _raise_quota_exceeded(session: Session, body: VmCreate, caller: Caller) -> None:
+def _raise_quota_exceeded(session: Session, requested: projects.Amounts, caller: Caller) -> None:
     project = session.get(Project, caller.project_id, populate_existing=True)
     assert project is not None  # a token's project is never deleted
-    requested = projects.Amounts(1, body.vcpus, body.memory_mib, body.disk_gib)
     details = projects.first_exceeded(projects.limits_of(project), projects.usage_of(project), requested)
     if details is not None:
         raise QuotaExceeded(

@@ -28,8 +28,16 @@ class UnknownImage(InvalidRequest):
     code = "unknown_image"
 
 
+class UnknownFlavor(InvalidRequest):
+    code = "unknown_flavor"
+
+
 class DiskTooSmall(InvalidRequest):
     code = "disk_too_small"
+
+
+class InvalidPublicKey(InvalidRequest):
+    code = "invalid_public_key"
 
 
 class Unauthenticated(IaasError):

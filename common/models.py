@@ -83,6 +83,31 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class Flavor(Base):
+    """A named VM size, shared by every project (like images); `iaas-admin flavor create` makes one."""
+
+    __tablename__ = "flavors"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disk_gib: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Keypair(Base):
+    """An SSH public key of a project, checked and fingerprinted when it was added (api/keypairs.py)."""
+
+    __tablename__ = "keypairs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class Vm(Base):
     __tablename__ = "vms"
 
@@ -90,7 +115,8 @@ class Vm(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
     name: Mapped[str] = mapped_column(String(63))
-    image: Mapped[str] = mapped_column(String(63), ForeignKey("images.name"))
+    # The image's name, kept after the image is deleted (no foreign key: see migration 0004).
+    image: Mapped[str] = mapped_column(String(63))
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(Integer)
     disk_gib: Mapped[int] = mapped_column(Integer)

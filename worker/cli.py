@@ -6,9 +6,16 @@ import sys
 
 import click
 
-from worker import cli_access, resources
+from worker import cli_access, cli_flavors, resources
 from worker.hypervisor.connection import HypervisorError, LibvirtError
-from worker.images import ImageImportError, image_exists, import_image, open_image_file
+from worker.images import (
+    ImageDeleteError,
+    ImageImportError,
+    delete_image,
+    image_exists,
+    import_image,
+    open_image_file,
+)
 
 
 @click.group()
@@ -58,7 +65,20 @@ def image_import(name: str, path: str, skip_existing: bool) -> None:
     )
 
 
+@image.command("delete")
+@click.argument("name")
+def image_delete(name: str) -> None:
+    """Delete image NAME: its volume (through libvirt) and its record. Refused while a VM that is not
+    deleted uses it."""
+    try:
+        image = delete_image(resources.hypervisor(), resources.sessions(), resources.settings(), name)
+    except (ImageDeleteError, HypervisorError, LibvirtError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"image {image.name} deleted (volume {image.volume} in pool {image.pool})")
+
+
 cli_access.register(main)
+cli_flavors.register(main)
 
 if __name__ == "__main__":
     main()

@@ -112,7 +112,7 @@ def project_list() -> None:
         (name, *(f"{getattr(used, r)}/{getattr(limits, r)}" for r in projects.RESOURCES))
         for name, used, limits in rows
     ]
-    _print_table(table)
+    print_table(table)
 
 
 @click.group()
@@ -160,7 +160,7 @@ def token_list() -> None:
              "revoked" if t.revoked_at else "expired" if t.expires_at and t.expires_at <= now else "active")
             for t, project_name in rows
         ]  # fmt: skip
-    _print_table(table)
+    print_table(table)
 
 
 @token.command("revoke")
@@ -216,7 +216,7 @@ def _short(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "never"
 
 
-def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+def print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

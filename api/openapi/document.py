@@ -184,6 +184,6 @@ def _response(reply: Reply, schemas: _Schemas) -> dict[str, Any]:
         response["links"] = {name: dict(link) for name, link in reply.links.items()}
     if reply.model is not None:
         response["content"] = {JSON: {"schema": schemas.ref(reply.model)}}
-    else:
+    elif reply.media_types:  # none: an answer without a body (204)
         response["content"] = {media_type: {} for media_type in reply.media_types}
     return response

@@ -107,6 +107,32 @@ class Image(_Answer):
     created_at: datetime
 
 
+class Flavor(_Answer):
+    """A named VM size, shared by every project: `POST /v1/vms` takes `flavor` instead of the sizes."""
+
+    name: DnsLabel
+    vcpus: int = Field(ge=1)
+    memory_mib: int = Field(ge=1)
+    disk_gib: int = Field(ge=1)
+    created_at: datetime
+
+
+class Keypair(_Answer):
+    """An SSH public key of the caller's project."""
+
+    id: uuid.UUID
+    name: DnsLabel = Field(description="Unique in the project.")
+    type: Literal[
+        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"
+    ]
+    public_key: str = Field(description="The key in OpenSSH's one-line form, with its comment if it had one.")
+    fingerprint: str = Field(
+        pattern=r"^SHA256:[A-Za-z0-9+/]{43}$",
+        description="As `ssh-keygen -l` prints it.",
+    )
+    created_at: datetime
+
+
 class VmPage(_Answer):
     """A page of VMs, oldest first; pass `next_cursor` back as `cursor` for the next one."""
 
@@ -116,6 +142,14 @@ class VmPage(_Answer):
 
 class ImageList(_Answer):
     items: list[Image]
+
+
+class FlavorList(_Answer):
+    items: list[Flavor]
+
+
+class KeypairList(_Answer):
+    items: list[Keypair]
 
 
 class VmAccepted(_Answer):

@@ -16,6 +16,8 @@ from api.openapi import responses as out
 from api.openapi.page import ASSETS
 from api.schemas import PowerAction, VmCreate, VmListQuery
 from api.views.actions import ReconcileRequest
+from api.views.keypairs import KeypairCreate
+from common.names import DNS_LABEL_PATTERN
 
 JSON = "application/json"
 UUID = {"type": "string", "format": "uuid"}
@@ -77,9 +79,17 @@ ERROR_WHEN = {
     503: "`database_unavailable`: PostgreSQL cannot be reached; retry.",
 }
 CREATE_400 = (
-    f"{ERROR_WHEN[400]} `unknown_image`: no image of that name; "
+    f"{ERROR_WHEN[400]} `invalid_request` also when the body has both `flavor` and sizes, or neither; "
+    "`unknown_flavor`: no flavor of that name; `unknown_image`: no image of that name; "
     "`disk_too_small`: `disk_gib` is below the image's size (`details.minimum_disk_gib`)."
 )
+KEYPAIR_400 = (
+    f"{ERROR_WHEN[400]} `invalid_public_key`: not one OpenSSH public key line of an accepted type "
+    "(ssh-ed25519, ecdsa-sha2-nistp256/384/521, ssh-rsa of 2048 bits or more), or over 16 KiB."
+)
+KEYPAIR_404 = "`not_found`: no keypair of that name in the caller's project."
+# A name that is no DNS label names nothing: 404, as for an unknown one.
+NAME = {"name": {"type": "string", "pattern": DNS_LABEL_PATTERN, "maxLength": 63}}
 CREATE_409 = "`name_taken`: a live VM of the project already has that name (`details.name`)."
 
 
@@ -114,6 +124,11 @@ ACCEPTED_VM = Reply(
     links={**vm_links("$response.body#/vm/id"), **GET_TASK},
 )
 VM_ID = {"vm_id": UUID}
+KEYPAIR_LOCATION = {
+    "description": "The keypair's address: `/v1/keypairs/<name>`.",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^/v1/keypairs/[a-z0-9-]{1,63}$"},
+}
 # What any request that makes a task can be refused for, before its target is looked at.
 TASK_REQUEST = (400, 413, 415, 422, 503)
 
@@ -131,7 +146,9 @@ ROUTES: tuple[Route, ...] = (
         "POST", "/v1/vms", "vms.create_vm", "vms", "Ask for a VM",
         {202: ACCEPTED_VM, **errors(*TASK_REQUEST, 409, e400=CREATE_400, e409=CREATE_409)},
         body=VmCreate, idempotency_key=True,
-        description="The VM is built on its image's host; poll the task at `Location` until it has finished.",
+        description="The VM is built on its image's host; poll the task at `Location` until it has finished. "
+        "Its size is a flavor's (`flavor`) or given in full (`vcpus`, `memory_mib`, `disk_gib`): one or the "
+        "other, not both.",
     ),
     Route(
         "GET", "/v1/vms", "vms.list_vms", "vms", "List the VMs",
@@ -172,6 +189,36 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", "/v1/images", "images.list_images", "images", "List the images",
         {200: Reply("Every image, by name.", out.ImageList), **errors(503)},
+    ),
+    Route(
+        "GET", "/v1/images/{name}", "images.get_image", "images", "Read an image",
+        {200: Reply("The image.", out.Image), **errors(404, 503, e404="`not_found`: no image of that name.")},
+        path_params=NAME,
+    ),
+    Route(
+        "GET", "/v1/flavors", "flavors.list_flavors", "flavors", "List the flavors",
+        {200: Reply("Every flavor, smallest first.", out.FlavorList), **errors(503)},
+    ),
+    Route(
+        "POST", "/v1/keypairs", "keypairs.create_keypair", "keypairs", "Add an SSH public key",
+        {201: Reply("The keypair.", out.Keypair, headers={"Location": KEYPAIR_LOCATION}),
+         **errors(400, 409, 413, 415, 503, e400=KEYPAIR_400,
+                  e409="`name_taken`: the project has a keypair of that name (`details.name`).")},
+        body=KeypairCreate,
+    ),
+    Route(
+        "GET", "/v1/keypairs", "keypairs.list_keypairs", "keypairs", "List the project's keypairs",
+        {200: Reply("The caller's project's keypairs, by name.", out.KeypairList), **errors(503)},
+    ),
+    Route(
+        "GET", "/v1/keypairs/{name}", "keypairs.get_keypair", "keypairs", "Read a keypair",
+        {200: Reply("The keypair.", out.Keypair), **errors(404, 503, e404=KEYPAIR_404)},
+        path_params=NAME,
+    ),
+    Route(
+        "DELETE", "/v1/keypairs/{name}", "keypairs.delete_keypair", "keypairs", "Delete a keypair",
+        {204: Reply("Deleted.", media_types=()), **errors(404, 503, e404=KEYPAIR_404)},
+        path_params=NAME,
     ),
     Route(
         "GET", "/healthz", "health.healthz", "health", "Liveness: the process answers",

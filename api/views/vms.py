@@ -34,8 +34,10 @@ def _accept(work: Callable[[], tuple[Vm, Task]], body: dict[str, Any] | None) ->
 
 @bp.post("")
 def create_vm() -> ResponseReturnValue:
-    body = VmCreate.model_validate(json_object())
-    return _accept(lambda: request_create(db(), body, caller()), body.model_dump())
+    sent = json_object()
+    body = VmCreate.model_validate(sent)
+    # The fingerprint is of the body as sent: a flavor's name and its sizes are different requests.
+    return _accept(lambda: request_create(db(), body, caller()), sent)
 
 
 @bp.get("")

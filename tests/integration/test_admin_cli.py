@@ -3,10 +3,7 @@ database), checked through the API they govern."""
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,21 +13,12 @@ from flask import Flask
 
 from api import create_app
 from common.config import Settings
-from tests.support.environment import ROOT
-from tests.support.processes import settings_env
+from tests.support.processes import iaas_admin
 
 
 @pytest.fixture
 def admin_cli(settings: Settings, database: str) -> Any:
-    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT)}
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-            timeout=60,
-        )  # fmt: skip
-
-    return run
+    return iaas_admin(settings)
 
 
 @pytest.fixture

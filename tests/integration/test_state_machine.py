@@ -195,7 +195,8 @@ def test_database_and_hypervisor_agree_under_random_faults(
     global ENV
     model_settings = driver_settings(run_dir, HOST, task_lease_s=1, sweep_interval_s=0.5, outbox_grace_s=0)
     with transaction(sessions) as session:
-        session.execute(text("TRUNCATE images CASCADE"))
+        session.execute(text("TRUNCATE task_steps, tasks, vms, images CASCADE"))  # no foreign key from vms
+        zero_usage(session)
         session.add(tiny_image(HOST, name="tiny-model"))
     app = create_app(model_settings)
     ENV = Environment(model_settings, sessions, tmp_path, client=api_client(app))

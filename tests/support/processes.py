@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,19 @@ from tests.support.polling import poll
 
 def settings_env(settings: Settings) -> dict[str, str]:
     return {f"IAAS_{name.upper()}": str(value) for name, value in settings.model_dump().items()}
+
+
+def iaas_admin(settings: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`iaas-admin ARGS…` as an operator runs it: a process of this checkout configured by `settings`."""
+    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+
+    return run
 
 
 def spawn(args: list[str], settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:

@@ -3,6 +3,7 @@ Hypothesis makes, the JSON the API would send validates (every key there, none m
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -12,9 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from api.keypairs import KEY_TYPES
 from api.openapi import responses as out
-from api.presenters import image_json, project_json, task_json, vm_json
-from common.models import Image, Project, Task, TaskStep, Vm
+from api.presenters import flavor_json, image_json, keypair_json, project_json, task_json, vm_json
+from common.models import Flavor, Image, Keypair, Project, Task, TaskStep, Vm
 from common.names import DNS_LABEL_PATTERN
 from common.states import PowerState, StepStatus, TaskKind, TaskStatus, VmStatus
 from common.tokens import Caller, Role
@@ -56,6 +58,21 @@ images = st.builds(
     checksum_sha256=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), created_at=times,
 )  # fmt: skip
 
+flavors = st.builds(
+    Flavor, name=labels, vcpus=st.integers(1, 64), memory_mib=st.integers(64, 2**19),
+    disk_gib=st.integers(1, 2**14), created_at=times,
+)  # fmt: skip
+fingerprints = st.binary(min_size=32, max_size=32).map(
+    lambda digest: "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+)
+keypairs = st.builds(
+    Keypair, id=st.uuids(), project_id=st.uuids(), name=labels, fingerprint=fingerprints, created_at=times,
+    public_key=st.builds(
+        lambda kind, blob, comment: f"{kind} {base64.b64encode(blob).decode()} {comment}".rstrip(),
+        st.sampled_from(KEY_TYPES), st.binary(min_size=1, max_size=64), st.text(max_size=20),
+    ),
+)  # fmt: skip
+
 
 def as_sent(value: Any) -> str:
     """What the client receives: the presenter's dict through JSON."""
@@ -93,6 +110,18 @@ def test_a_project_as_the_api_shows_it(project: Project, caller: Caller) -> None
 @given(images)
 def test_an_image_as_the_api_shows_it(image: Image) -> None:
     out.ImageList.model_validate_json(as_sent({"items": [image_json(image)]}))
+
+
+@given(flavors)
+def test_a_flavor_as_the_api_shows_it(flavor: Flavor) -> None:
+    out.FlavorList.model_validate_json(as_sent({"items": [flavor_json(flavor)]}))
+
+
+@given(keypairs)
+def test_a_keypair_as_the_api_shows_it(keypair: Keypair) -> None:
+    shown = out.Keypair.model_validate_json(as_sent(keypair_json(keypair)))
+    assert shown.fingerprint == keypair.fingerprint and keypair.public_key.startswith(shown.type)
+    out.KeypairList.model_validate_json(as_sent({"items": [keypair_json(keypair)]}))
 
 
 @given(vms, st.sampled_from(["host", "created_at", "status", "project"]))
