@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from common.console import DEFAULT_TAIL_BYTES, MAX_TAIL_BYTES
 from common.names import DNS_LABEL_PATTERN
 from common.states import VmStatus
 
@@ -44,6 +45,17 @@ class VmListQuery(BaseModel):
     status: VmStatus | None = None
     name: DnsLabel | None = None
     all_projects: bool = False  # admins only: every project's VMs, each showing its project
+
+
+class ConsoleQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tail_bytes: int = Field(
+        default=DEFAULT_TAIL_BYTES,
+        ge=1,
+        le=MAX_TAIL_BYTES,
+        description="How many bytes of the end of the log to answer (fewer when the log is shorter).",
+    )
 
 
 class PowerAction(_Strict):
