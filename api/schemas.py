@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from pydantic_core import PydanticCustomError
 
 from common.flavors import SIZE_BOUNDS
+from common.console import DEFAULT_TAIL_BYTES, MAX_TAIL_BYTES
 from common.names import DNS_LABEL_PATTERN
 from common.states import VmStatus
 
@@ -89,6 +90,17 @@ class VmListQuery(BaseModel):
     status: VmStatus | None = None
     name: DnsLabel | None = None
     all_projects: bool = False  # admins only: every project's VMs, each showing its project
+
+
+class ConsoleQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tail_bytes: int = Field(
+        default=DEFAULT_TAIL_BYTES,
+        ge=1,
+        le=MAX_TAIL_BYTES,
+        description="How many bytes of the end of the log to answer (fewer when the log is shorter).",
+    )
 
 
 class PowerAction(_Strict):

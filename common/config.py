@@ -192,6 +192,14 @@ class Settings(BaseSettings):
         description="Threads of the worker, i.e. tasks run at once per host. Raise it for hosts that "
         "create or destroy many VMs at a time.",
     )
+    console_timeout_s: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="Seconds the API waits for the worker of a VM's host to send the end of the VM's "
+        "console log (`GET /v1/vms/<id>/console`) before it answers 503 `host_unavailable`; the request "
+        "holds an API connection that long. Raise it for hosts far away or under heavy load.",
+    )
     token_cache_s: float = Field(
         default=5,
         ge=0,

@@ -89,6 +89,14 @@ class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
 
 
+class HostUnavailable(ServiceUnavailable):
+    code = "host_unavailable"
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    code = "broker_unavailable"
+
+
 class StateChanged(Exception):
     """A compare-and-set UPDATE found the row in another state than expected. Not an HTTP error:
     the caller decides whether that means 409 or a lost race to stop at."""

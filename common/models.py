@@ -63,6 +63,8 @@ class Host(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     first_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
     last_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # The Celery node name of the host's worker (`worker@host`), for commands meant for it alone.
+    node: Mapped[str | None] = mapped_column(String(255))
 
 
 class Image(Base):

@@ -3,7 +3,8 @@
 - `celeryd_init`: check the settings a task would trip over (failpoints, reconcile actions), so a bad
   one stops the worker at once with a clear message instead of failing its first task; and learn the
   node name, which names this worker's leases.
-- `worker_ready`: register this host, so that the API may send requests to its queue; then take
+- `worker_ready`: register this host and this worker's node name, so that the API may send requests
+  to its queue and remote-control commands to this worker (the console log); then take
   over the tasks an earlier incarnation of this worker left running. Only one process runs under a
   node name, so a lease of the same name and another incarnation belongs to a process that is gone
   (SIGKILLed, crashed, its host rebooted): its tasks go back to pending and are sent again at once,
@@ -43,7 +44,9 @@ def take_over_earlier_incarnation(sender: Any = None, **_kwargs: Any) -> None:
     node = resources.node_name()
     settings = resources.settings()
     in_transaction(
-        resources.sessions(), settings.db_retry_s, lambda session: hosts.register(session, settings.host)
+        resources.sessions(),
+        settings.db_retry_s,
+        lambda session: hosts.register(session, settings.host, node),
     )
     freed = in_transaction(
         resources.sessions(),

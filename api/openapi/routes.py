@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from api.openapi import responses as out
 from api.openapi.page import ASSETS
-from api.schemas import PowerAction, VmCreate, VmListQuery
+from api.schemas import ConsoleQuery, PowerAction, VmCreate, VmListQuery
 from api.views.actions import ReconcileRequest
 from api.views.keypairs import KeypairCreate
 from common.names import DNS_LABEL_PATTERN
@@ -108,6 +108,7 @@ def vm_links(vm_id: str) -> dict[str, dict[str, Any]]:
     """What can be done with a VM whose id is at `vm_id` (a runtime expression) in an answer."""
     return {
         "GetVm": link("get_vm", "Read the VM.", vm_id=vm_id),
+        "GetVmConsole": link("get_vm_console", "Read the end of the VM's console log.", vm_id=vm_id),
         "DeleteVm": link("delete_vm", "Delete the VM.", vm_id=vm_id),
         **{
             f"{action.title()}Vm": link(f"{action}_vm", f"{action.title()} the VM.", vm_id=vm_id)
@@ -129,6 +130,23 @@ KEYPAIR_LOCATION = {
     "required": True,
     "schema": {"type": "string", "pattern": "^/v1/keypairs/[a-z0-9-]{1,63}$"},
 }
+CONSOLE_HEADERS = {
+    "X-Console-Log-Size": {
+        "description": "The log's whole size in bytes; 0 (and an empty text) when the VM has no log yet.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "X-Console-Offset": {
+        "description": "Where in the log the answered text starts, in bytes.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+}
+CONSOLE_409 = "`invalid_state`: the VM is `pending`: no worker has started building it, so it has no console."
+CONSOLE_503 = (
+    f"{ERROR_WHEN[503]} `host_unavailable`: the worker of the VM's host does not answer in time "
+    "(`details.host`); `broker_unavailable`: Redis cannot be reached."
+)
 # What any request that makes a task can be refused for, before its target is looked at.
 TASK_REQUEST = (400, 413, 415, 422, 503)
 
@@ -159,6 +177,17 @@ ROUTES: tuple[Route, ...] = (
         "GET", "/v1/vms/{vm_id}", "vms.get_vm", "vms", "Read a VM",
         {200: Reply("The VM.", out.Vm, links=vm_links("$response.body#/id")), **errors(404, 503)},
         path_params=VM_ID,
+    ),
+    Route(
+        "GET", "/v1/vms/{vm_id}/console", "vms.get_vm_console", "vms", "Read the end of a VM's console log",
+        {200: Reply("The end of the serial console log, as UTF-8 text.", media_types=("text/plain",),
+                    headers=CONSOLE_HEADERS),
+         **errors(400, 404, 409, 503, e409=CONSOLE_409, e503=CONSOLE_503)},
+        path_params=VM_ID, query=ConsoleQuery,
+        description="What the guest wrote to its serial port, for a running or stopped VM: the last "
+        "`tail_bytes` bytes (64 KiB unless asked, at most 1 MiB), bytes that are not UTF-8 replaced by "
+        "U+FFFD. A VM without a log yet answers an empty text and `X-Console-Log-Size: 0`. The API asks "
+        "the worker of the VM's host, and waits `IAAS_CONSOLE_TIMEOUT_S` for it.",
     ),
     Route(
         "DELETE", "/v1/vms/{vm_id}", "vms.delete_vm", "vms", "Delete a VM",

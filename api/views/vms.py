@@ -6,22 +6,29 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select, tuple_
 
 from api.accept import Recorded, accept
 from api.auth import caller, require_admin
+from api.console import console_tail
 from api.pagination import decode_cursor, encode_cursor
 from api.presenters import vm_json
 from api.runtime import db
-from api.schemas import PowerAction, VmCreate, VmListQuery
+from api.schemas import ConsoleQuery, PowerAction, VmCreate, VmListQuery
 from api.views.body import json_object
 from api.vm_requests import get_live_vm, project_name, request_create, request_destroy, request_power
 from common.models import Project, Task, Vm
 from common.states import TaskKind, VmStatus
 
 bp = Blueprint("vms", __name__, url_prefix="/v1/vms")
+
+TEXT_UTF8 = "text/plain; charset=utf-8"
+# The console log's whole size in bytes (0, with an empty body, when it has no log yet), and where in
+# it the answered text starts: a client that follows the log asks again once the size has grown.
+LOG_SIZE_HEADER = "X-Console-Log-Size"
+OFFSET_HEADER = "X-Console-Offset"
 
 
 def _accept(work: Callable[[], tuple[Vm, Task]], body: dict[str, Any] | None) -> ResponseReturnValue:
@@ -69,6 +76,17 @@ def list_vms() -> ResponseReturnValue:
 def get_vm(vm_id: uuid.UUID) -> ResponseReturnValue:
     vm = get_live_vm(db(), vm_id, caller())
     return jsonify(vm_json(vm, project_name(db(), vm, caller())))
+
+
+@bp.get("/<uuid:vm_id>/console")
+def get_vm_console(vm_id: uuid.UUID) -> ResponseReturnValue:
+    """The end of the VM's serial console log, as text; bytes that are not UTF-8 become U+FFFD."""
+    query = ConsoleQuery.model_validate(request.args.to_dict())
+    tail = console_tail(db(), get_live_vm(db(), vm_id, caller()), query.tail_bytes)
+    response = Response(tail.data.decode("utf-8", errors="replace"), content_type=TEXT_UTF8)
+    response.headers[LOG_SIZE_HEADER] = str(tail.size)
+    response.headers[OFFSET_HEADER] = str(tail.offset)
+    return response
 
 
 @bp.delete("/<uuid:vm_id>")

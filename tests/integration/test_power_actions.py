@@ -11,16 +11,11 @@ from flask.testing import FlaskClient
 from tests.integration.helpers import (
     assert_hypervisor_matches_database,
     owned_domains,
+    running_vm,
     vm_body,
     wait_for_task,
 )
 from tests.support.processes import WorkerProcess
-
-
-def running_vm(client: FlaskClient, name: str = "power") -> str:
-    response = client.post("/v1/vms", json=vm_body(name))
-    assert wait_for_task(client, response.headers["Location"])["status"] == "succeeded"
-    return str(response.get_json()["vm"]["id"])
 
 
 def act(client: FlaskClient, vm_id: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from common.db import in_transaction
 from common.lifecycle import VmOp
 from common.models import Image, Vm
 from common.states import VmStatus
+from worker import console
 from worker.hypervisor import domain_xml
 from worker.hypervisor.connection import Hypervisor
 
@@ -60,7 +60,7 @@ class VmContext:
 
     @property
     def console_log(self) -> str:
-        return os.path.join(self.settings.console_log_dir, f"{self.vm_id}.log")
+        return console.log_path(self.settings, self.vm_id)
 
     def resources(self) -> dict[str, Any]:
         """What the hypervisor holds for this VM, by name: recorded before a step acts, for its undo."""
