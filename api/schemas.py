@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
-from common.flavors import SIZE_BOUNDS
 from common.console import DEFAULT_TAIL_BYTES, MAX_TAIL_BYTES
+from common.flavors import SIZE_BOUNDS
 from common.names import DNS_LABEL_PATTERN
 from common.states import VmStatus
 
