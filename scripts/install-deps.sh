@@ -16,6 +16,7 @@ packages=(
     file                                         # build-tiny-image.sh's check that busybox is static
     curl                                         # stack.sh's readiness check and the README walk-through
     acl                                          # stack.sh: let the service user pass a closed folder above the checkout
+    openssh-client                               # ssh-keygen: the tests hold keypair fingerprints against it
 )
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]; }
