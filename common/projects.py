@@ -5,8 +5,8 @@ that create a VM (one UPDATE that checks the limits and takes the VM's share, or
 that release one (deleted, or its failed create compensated; a flag on the VM makes the release
 happen once). A create's UPDATE locks the row, so creates of one project queue behind each other
 and re-check the row as the one before left it: no number of concurrent creates passes a limit, and
-other projects are not held up. A unit test of the migrations and an invariant of the test suite
-check the kept usage against a count of the VMs."""
+other projects are not held up. An invariant of the test suite checks the kept usage against a count
+of the VMs (`counted_usage`) after every fault it injects."""
 
 from __future__ import annotations
 
@@ -57,12 +57,6 @@ def find_project(session: Session, name: str) -> Project | None:
 
 def usage_of(project: Project) -> Amounts:
     return Amounts(project.used_instances, project.used_vcpus, project.used_memory_mib, project.used_disk_gib)
-
-
-def usage(session: Session, project_id: uuid.UUID) -> Amounts:
-    project = session.get(Project, project_id, populate_existing=True)
-    assert project is not None
-    return usage_of(project)
 
 
 # The VMs whose sizes count in their project's usage.

@@ -8,6 +8,7 @@ tasks are); tasks go first for that reason."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,24 +21,19 @@ MAX_BATCHES_PER_SWEEP = 10
 _FINISHED = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
 
 
-def _purge_old_tasks(session: Session, cutoff: datetime, batch: int) -> int:
-    oldest = (
-        select(Task.id)
-        .where(Task.status.in_(_FINISHED), Task.finished_at < cutoff)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-    )
-    return len(session.scalars(delete(Task).where(Task.id.in_(oldest)).returning(Task.id)).all())
+def _purge_batch(session: Session, model: type[Task] | type[Vm], batch: int, *expired: Any) -> int:
+    """Delete at most `batch` rows of `model` matching `expired`, skipping rows another transaction
+    holds (they go in a later sweep)."""
+    oldest = select(model.id).where(*expired).limit(batch).with_for_update(skip_locked=True)
+    return len(session.scalars(delete(model).where(model.id.in_(oldest)).returning(model.id)).all())
 
 
-def _purge_deleted_vms(session: Session, cutoff: datetime, batch: int) -> int:
-    oldest = (
-        select(Vm.id)
-        .where(Vm.status == VmStatus.DELETED, Vm.deleted_at < cutoff, ~exists().where(Task.vm_id == Vm.id))
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-    )
-    return len(session.scalars(delete(Vm).where(Vm.id.in_(oldest)).returning(Vm.id)).all())
+def _expired_tasks(cutoff: datetime) -> tuple[Any, ...]:
+    return (Task.status.in_(_FINISHED), Task.finished_at < cutoff)
+
+
+def _expired_vms(cutoff: datetime) -> tuple[Any, ...]:
+    return (Vm.status == VmStatus.DELETED, Vm.deleted_at < cutoff, ~exists().where(Task.vm_id == Vm.id))
 
 
 def purge_expired(factory: sessionmaker[Session], retention_days: float, batch: int) -> dict[str, int]:
@@ -45,10 +41,11 @@ def purge_expired(factory: sessionmaker[Session], retention_days: float, batch: 
     how many tasks and VM rows went (their steps and idempotency keys go with the tasks)."""
     cutoff = datetime.now(UTC) - timedelta(days=retention_days)
     purged = {"tasks": 0, "vms": 0}
-    for kind, purge in (("tasks", _purge_old_tasks), ("vms", _purge_deleted_vms)):
+    kinds = (("tasks", Task, _expired_tasks(cutoff)), ("vms", Vm, _expired_vms(cutoff)))
+    for kind, model, expired in kinds:
         for _ in range(MAX_BATCHES_PER_SWEEP):
             with transaction(factory) as session:
-                count = purge(session, cutoff, batch)
+                count = _purge_batch(session, model, batch, *expired)
             purged[kind] += count
             if count < batch:
                 break

@@ -104,7 +104,7 @@ def project_list() -> None:
     """Every project with its limits and usage (in use / limit)."""
     with transaction(resources.sessions()) as session:
         rows = [
-            (p.name, projects.usage(session, p.id), projects.limits_of(p))
+            (p.name, projects.usage_of(p), projects.limits_of(p))
             for p in session.scalars(select(Project).order_by(Project.name))
         ]
     header = ("PROJECT", *(resource.upper() for resource in projects.RESOURCES))
