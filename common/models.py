@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, func, true
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import CIDR, INET, JSONB, MACADDR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from common.states import PowerState, TaskStatus, VmStatus
@@ -110,6 +110,34 @@ class Keypair(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class Network(Base):
+    """A project's IPv4 network. Each host that runs a VM on it has it as an isolated libvirt network."""
+
+    __tablename__ = "networks"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    # PostgreSQL `cidr`, read back as text ("198.51.100.0/24").
+    cidr: Mapped[str] = mapped_column(CIDR)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Nic(Base):
+    """A VM's interface and the address it holds; the row goes when the VM releases its resources."""
+
+    __tablename__ = "nics"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    vm_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vms.id"))
+    network_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("networks.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(MACADDR)
+    # PostgreSQL `inet`, read back as text without a prefix ("198.51.100.7").
+    ip: Mapped[str] = mapped_column(INET)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class Vm(Base):
     __tablename__ = "vms"
 
@@ -131,6 +159,10 @@ class Vm(Base):
     # True while its sizes count in its project's usage: cleared, once, when the VM is deleted or its
     # failed create has been compensated (common/lifecycle.py releases the usage then).
     holds_quota: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)
+    # First-boot configuration, copied at create: the worker builds the VM's NoCloud seed from it.
+    user_data: Mapped[str | None] = mapped_column(Text)
+    key_name: Mapped[str | None] = mapped_column(String(63))
+    public_key: Mapped[str | None] = mapped_column(Text)
 
 
 class Task(Base):
