@@ -21,6 +21,8 @@ TASK_NAMES: dict[str, str] = {
     TaskKind.RECONCILE: "iaas.reconcile",
 }
 SWEEP = "iaas.sweep"
+# Sent to every host's queue when a project network is deleted: each removes its libvirt network.
+REMOVE_NETWORK = "iaas.remove_network"
 # Every worker also consumes this queue: work that needs no particular hypervisor (the sweeps), so
 # it runs as long as any worker lives.
 CONTROL_QUEUE = "iaas.control"

@@ -18,7 +18,8 @@ from worker import console, resources
 
 @inspect_command()
 def hypervisor_inventory(state: Any) -> dict[str, Any]:
-    return resources.hypervisor().inventory(resources.settings().storage_pool)
+    settings = resources.settings()
+    return {"host": settings.host, **resources.hypervisor().inventory(settings.storage_pool)}
 
 
 @inspect_command(name=CONSOLE_TAIL, args=[("vm_id", str), ("tail_bytes", int)])

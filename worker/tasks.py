@@ -8,9 +8,10 @@ from typing import Any
 from celery import current_app, shared_task
 
 from common import sweeps
-from common.queue import SWEEP, TASK_NAMES
+from common.queue import REMOVE_NETWORK, SWEEP, TASK_NAMES
 from common.states import TaskKind
-from worker import resources
+from worker import guest_networks, resources
+from worker.hypervisor import network_xml
 from worker.sagas.create import CREATE_STEPS
 from worker.sagas.destroy import DESTROY_STEPS
 from worker.sagas.power import REBOOT_STEPS, START_STEPS, STOP_STEPS
@@ -52,3 +53,14 @@ def reconcile(task_id: str | None = None) -> None:
 def sweep() -> dict[str, Any]:
     """Lease recovery, outbox re-send and key expiry, for every host."""
     return sweeps.sweep(current_app, resources.sessions(), resources.settings())
+
+
+@shared_task(name=REMOVE_NETWORK)
+def remove_network(network_id: str) -> dict[str, Any]:
+    """A project network was deleted: remove this host's libvirt network for it. Nothing can be on it
+    (the API refuses to delete a network with NICs); a lost message leaves an `orphan_network` for
+    reconciliation."""
+    settings = resources.settings()
+    name = network_xml.network_name(settings.host, uuid.UUID(network_id))
+    removed = guest_networks.remove_unused_networks(resources.hypervisor(), resources.sessions(), [name])
+    return {"network": name, "removed": bool(removed)}

@@ -6,10 +6,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from common.models import Project, Task, Vm
+from common.models import Network, Nic, Project, Task, Vm
 from common.projects import counted_usage, usage_of
 from common.states import ACTIVE_TASK_STATUSES
 from tests.support.polling import poll
+from worker.hypervisor import domain_xml, network_xml
 
 # A scheduled reconcile (beat keeps running between the test's own tasks) may still be running, or
 # be recovering from the worker the test killed, when the test's task finishes; it is bounded too.
@@ -22,6 +23,12 @@ def owned_domains(inventory: dict[str, Any], vm_id: str) -> list[dict[str, Any]]
 
 def owned_volumes(inventory: dict[str, Any], vm_id: str) -> list[str]:
     return [v for v in inventory["volumes"] if vm_id in v]
+
+
+def host_networks(inventory: dict[str, Any], host: str) -> dict[str, str]:
+    """The libvirt networks of mini-iaas host `host`, by name, with the project network's id."""
+    found = {name: network_xml.parse_network_name(name, host) for name in inventory.get("networks", [])}
+    return {name: str(network_id) for name, network_id in found.items() if network_id is not None}
 
 
 def unfinished_tasks(sessions: Any) -> list[tuple[str, str, str]]:
@@ -49,20 +56,35 @@ def assert_usage_is_counted(sessions: Any) -> None:
             assert kept == counted, f"project {project.name}: usage {kept}, but its VMs add up to {counted}"
 
 
+def assert_addresses_are_held_by_quota_holders(sessions: Any) -> None:
+    """An address is held exactly while its VM holds its resources: a deleted VM, a cancelled or a
+    compensated create holds none."""
+    with sessions() as session:
+        stray = session.execute(
+            select(Vm.name, Vm.status, Nic.ip).join(Nic, Nic.vm_id == Vm.id).where(Vm.holds_quota.is_(False))
+        ).all()
+    assert not stray, f"addresses held by VMs that hold nothing: {stray}"
+
+
 def assert_nothing_leaked(sessions: Any, inventory: dict[str, Any]) -> dict[str, Any]:
-    """No task left unfinished, nothing in libvirt that the database does not own, and every
-    project's usage true. Returns the VMs by id."""
+    """No task left unfinished, nothing in libvirt that the database does not own (domains, disks,
+    seeds, the host's networks), no address held for nothing, and every project's
+    usage true. Returns the VMs by id."""
     wait_for_every_task_to_finish(sessions)
     assert_usage_is_counted(sessions)
+    assert_addresses_are_held_by_quota_holders(sessions)
     with sessions() as session:
         vms = {str(vm.id): vm for vm in session.scalars(select(Vm)).all()}
+        networks = {str(network_id) for network_id in session.scalars(select(Network.id))}
     live = {vm_id for vm_id, vm in vms.items() if vm.status not in ("deleted",)}
     for domain in inventory["domains"]:
         owner = domain["owner_vm_id"]
         assert owner is None or owner in live, f"leaked domain {domain['name']} (VM {owner} is not live)"
     for volume in inventory["volumes"]:
-        if volume.startswith("vm-"):
-            assert volume[3:-6] in live, f"leaked volume {volume}"
+        owner = domain_xml.volume_owner(volume)
+        assert owner is None or owner in live, f"leaked volume {volume}"
+    for name, network_id in host_networks(inventory, inventory["host"]).items():
+        assert network_id in networks, f"leaked libvirt network {name} (its project network is gone)"
     return vms
 
 

@@ -94,3 +94,30 @@ def test_overlay_volume_is_qcow2_backed_by_the_image() -> None:
     assert root.find("target/format").get("type") == "qcow2"  # type: ignore[union-attr]
     assert root.findtext("backingStore/path") == "/pool/image-tiny.qcow2"
     assert root.find("backingStore/format").get("type") == "qcow2"  # type: ignore[union-attr]
+
+
+def test_nics_and_the_seed_disk() -> None:
+    nics = (
+        libvirt_xml.NicSpec("52:54:00:00:00:01", "iaas-net-a"),
+        libvirt_xml.NicSpec("52:54:00:00:00:02", "iaas-net-b"),
+    )
+    xml = libvirt_xml.domain_xml(spec(seed_path="/pool/seed-x.iso", nics=nics))
+    root = parse(xml)
+    interfaces = root.findall("devices/interface")
+    assert [(i.get("type"), i.find("mac").get("address"), i.find("source").get("network"),  # type: ignore[union-attr]
+             i.find("model").get("type")) for i in interfaces] == [  # type: ignore[union-attr]
+        ("network", "52:54:00:00:00:01", "iaas-net-a", "virtio"),
+        ("network", "52:54:00:00:00:02", "iaas-net-b", "virtio"),
+    ]  # fmt: skip
+    seed = [d for d in root.findall("devices/disk") if d.find("target").get("dev") == "vdb"]  # type: ignore[union-attr]
+    assert len(seed) == 1
+    assert seed[0].find("source").get("file") == "/pool/seed-x.iso"  # type: ignore[union-attr]
+    assert seed[0].find("driver").get("type") == "raw"  # type: ignore[union-attr]
+    assert seed[0].find("readonly") is not None
+    assert libvirt_xml.interface_networks(xml) == {"iaas-net-a", "iaas-net-b"}
+
+
+def test_volume_owner_names_the_vm_of_its_disk_and_seed_only() -> None:
+    assert libvirt_xml.volume_owner(libvirt_xml.vm_volume_name(VM_ID)) == str(VM_ID)
+    assert libvirt_xml.volume_owner(libvirt_xml.seed_volume_name(VM_ID)) == str(VM_ID)
+    assert libvirt_xml.volume_owner(libvirt_xml.image_volume_name("tiny")) is None

@@ -87,3 +87,18 @@ def test_ownership_tag_is_scoped_to_a_host() -> None:
     assert libvirt_xml.owner_vm_id(xml) == uuid.UUID(A)
     assert libvirt_xml.owner_vm_id(xml, "node-1") == uuid.UUID(A)
     assert libvirt_xml.owner_vm_id(xml, "node-2") is None
+
+
+def test_an_orphan_seed_is_found_like_an_orphan_disk() -> None:
+    findings = compare({A: vm(A)}, [dom(A)], [f"seed-{A}.iso", f"seed-{D}.iso", "seed-notes.txt"], [],
+                       lambda d: True, LOG)  # fmt: skip
+    assert [(f.kind, f.vm_id, f.volume) for f in findings] == [("orphan_volume", D, f"seed-{D}.iso")]
+
+
+def test_a_libvirt_network_whose_project_network_is_gone_is_an_orphan() -> None:
+    kept, gone = str(uuid.uuid4()), str(uuid.uuid4())
+    networks = {f"iaas-net-{kept}-h1": kept, f"iaas-net-{gone}-h1": gone}
+    findings = compare({}, [], [], [], lambda d: True, parse_actions("orphan_network=reap"), networks, {kept})
+    assert [(f.kind, f.network, f.action, f.detail) for f in findings] == [
+        ("orphan_network", f"iaas-net-{gone}-h1", "reap", {"network_id": gone})
+    ]

@@ -13,7 +13,16 @@ OWNER_PREFIX = "iaas"
 ET.register_namespace(OWNER_PREFIX, OWNER_NS)
 
 VM_VOLUME_PREFIX = "vm-"
+SEED_VOLUME_PREFIX = "seed-"
+# A VM's volumes: its disk and its NoCloud seed, each named after the VM id (so an orphan names its VM).
+VM_VOLUME_KINDS = ((VM_VOLUME_PREFIX, ".qcow2"), (SEED_VOLUME_PREFIX, ".iso"))
 DOMAIN_NAME_PREFIX = "iaas-"
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    mac: str
+    network: str  # the libvirt network's name (worker/hypervisor/network_xml.py)
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,8 @@ class DomainSpec:
     console_log: str
     domain_type: str
     host: str = ""  # the mini-iaas host that owns it: several installations may share one libvirtd
+    seed_path: str | None = None  # the NoCloud seed ISO, attached read-only as the second disk
+    nics: tuple[NicSpec, ...] = ()
 
 
 def domain_name(vm_name: str, vm_id: uuid.UUID) -> str:
@@ -36,6 +47,18 @@ def domain_name(vm_name: str, vm_id: uuid.UUID) -> str:
 
 def vm_volume_name(vm_id: uuid.UUID) -> str:
     return f"{VM_VOLUME_PREFIX}{vm_id}.qcow2"
+
+
+def seed_volume_name(vm_id: uuid.UUID) -> str:
+    return f"{SEED_VOLUME_PREFIX}{vm_id}.iso"
+
+
+def volume_owner(volume: str) -> str | None:
+    """The VM id a VM volume (disk or seed) is named after; None for any other volume (images)."""
+    for prefix, suffix in VM_VOLUME_KINDS:
+        if volume.startswith(prefix) and volume.endswith(suffix):
+            return volume[len(prefix) : -len(suffix)]
+    return None
 
 
 def image_volume_name(image_name: str) -> str:
@@ -89,13 +112,25 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
+    if spec.seed_path is not None:
+        # A virtio disk, not a CD-ROM: cloud-init finds the seed by its label `cidata` on any block
+        # device, and the guest needs no ATA/SCSI CD-ROM drivers.
+        seed = _sub(devices, "disk", type="file", device="disk")
+        _sub(seed, "driver", name="qemu", type="raw")
+        _sub(seed, "source", file=spec.seed_path)
+        _sub(seed, "target", dev="vdb", bus="virtio")
+        _sub(seed, "readonly")
+    for nic in spec.nics:
+        interface = _sub(devices, "interface", type="network")
+        _sub(interface, "mac", address=nic.mac)
+        _sub(interface, "source", network=nic.network)
+        _sub(interface, "model", type="virtio")
     # A pty serial console (for `virsh console`) whose output virtlogd also writes to a file.
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=spec.console_log, append="on")
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
-    # No <interface>: VMs get no NIC until networking exists.
     return _to_string(root)
 
 
@@ -114,6 +149,16 @@ def owner_vm_id(domain_xml_text: str, host: str | None = None) -> uuid.UUID | No
         return None
 
 
+def interface_networks(domain_xml_text: str) -> set[str]:
+    """The networks a domain's interfaces are on."""
+    root = ET.fromstring(domain_xml_text)  # noqa: S314 - XML from our own libvirtd, not from users
+    return {
+        source.get("network", "")
+        for source in root.iterfind("devices/interface[@type='network']/source")
+        if source.get("network")
+    }
+
+
 def overlay_volume_xml(name: str, capacity_bytes: int, backing_path: str, backing_format: str) -> str:
     root = ET.Element("volume")
     _sub(root, "name", name)
@@ -127,6 +172,7 @@ def overlay_volume_xml(name: str, capacity_bytes: int, backing_path: str, backin
 
 
 def plain_volume_xml(name: str, capacity_bytes: int, volume_format: str) -> str:
+    """A volume with no backing file: an image being imported (qcow2) or a seed (raw)."""
     root = ET.Element("volume")
     _sub(root, "name", name)
     _sub(root, "capacity", str(capacity_bytes), unit="bytes")

@@ -4,7 +4,7 @@ No I/O here, so it is cheap to test and its cost is one pass over the inputs (di
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -19,7 +19,8 @@ class FindingKind(StrEnum):
     FOREIGN_DOMAIN = "foreign_domain"  # not made by this mini-iaas host: only ever reported
     MISSING_DOMAIN = "missing_domain"  # the database has the VM, libvirt no domain
     POWER_DRIFT = "power_drift"
-    ORPHAN_VOLUME = "orphan_volume"  # a VM disk no VM owns
+    ORPHAN_VOLUME = "orphan_volume"  # a VM disk or seed no VM owns
+    ORPHAN_NETWORK = "orphan_network"  # this host's libvirt network for a project network that is gone
     STUCK_TASK = "stuck_task"  # active past its deadline
 
 
@@ -38,6 +39,7 @@ ALLOWED_ACTIONS: dict[FindingKind, tuple[Action, ...]] = {
     FindingKind.MISSING_DOMAIN: (Action.MARK_ERROR,),
     FindingKind.POWER_DRIFT: (Action.FIX,),
     FindingKind.ORPHAN_VOLUME: (Action.REAP,),
+    FindingKind.ORPHAN_NETWORK: (Action.REAP,),
     FindingKind.STUCK_TASK: (Action.FAIL,),
 }
 
@@ -85,6 +87,7 @@ class Finding:
     vm_id: str | None = None
     domain: str | None = None
     volume: str | None = None
+    network: str | None = None
     task_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     outcome: str = "logged"
@@ -106,8 +109,12 @@ def compare(
     stuck: Iterable[TaskView],
     is_ours: Callable[[DomainView], bool],
     actions: dict[FindingKind, Action],
+    networks: Mapping[str, str] | None = None,
+    known_networks: Collection[str] = (),
 ) -> list[Finding]:
-    """One pass over each listing. `is_ours` (a libvirt call) is asked only about unknown domains."""
+    """One pass over each listing. `is_ours` (a libvirt call) is asked only about unknown domains.
+    `networks` maps this host's libvirt networks to the project network ids they stand for;
+    `known_networks` are the ids the database has."""
     findings: list[Finding] = []
     seen: set[str] = set()
     for domain in domains:
@@ -128,13 +135,15 @@ def compare(
             kind = FindingKind.MISSING_DOMAIN
             findings.append(Finding(kind, actions[kind], vm_id=vm.id,
                                     detail={"name": vm.name, "status": vm.status}))  # fmt: skip
-    prefix, suffix = domain_xml.VM_VOLUME_PREFIX, ".qcow2"
     for volume in volumes:
-        if volume.startswith(prefix) and volume.endswith(suffix):
-            owner = volume[len(prefix) : -len(suffix)]
-            if owner not in vms:
-                kind = FindingKind.ORPHAN_VOLUME
-                findings.append(Finding(kind, actions[kind], owner, volume=volume))
+        owner = domain_xml.volume_owner(volume)
+        if owner is not None and owner not in vms:
+            kind = FindingKind.ORPHAN_VOLUME
+            findings.append(Finding(kind, actions[kind], owner, volume=volume))
+    for name, network_id in (networks or {}).items():
+        if network_id not in known_networks:
+            kind = FindingKind.ORPHAN_NETWORK
+            findings.append(Finding(kind, actions[kind], network=name, detail={"network_id": network_id}))
     for task in stuck:
         kind = FindingKind.STUCK_TASK
         findings.append(Finding(kind, actions[kind], task_id=task.id, vm_id=task.vm_id,

@@ -16,6 +16,7 @@ from common import lifecycle
 from common.config import Settings
 from common.db import transaction
 from common.states import PowerState
+from worker import guest_networks
 from worker.hypervisor import domain_xml
 from worker.hypervisor.connection import Hypervisor, LibvirtError
 from worker.reconcile.findings import Action, Finding, FindingKind
@@ -64,6 +65,18 @@ def reap_orphan_volume(findings: list[Finding], ctx: RepairContext) -> None:
             _reap(f, ctx.delete_volume, f.volume)
 
 
+def reap_orphan_network(findings: list[Finding], ctx: RepairContext) -> None:
+    names = [f.network for f in findings if f.network]
+    try:
+        removed = set(guest_networks.remove_unused_networks(ctx.hv, ctx.sessions, names))
+    except LibvirtError as exc:
+        for f in findings:
+            f.outcome = f"failed: {exc}"
+        return
+    for f in findings:
+        f.outcome = "reaped" if f.network in removed else "kept: a domain on this host still uses it"
+
+
 def fail_stuck_task(findings: list[Finding], ctx: RepairContext) -> None:
     with transaction(ctx.sessions) as session:
         requeued = lifecycle.fail_stuck(session, [uuid.UUID(f.task_id) for f in findings if f.task_id])
@@ -92,6 +105,7 @@ class RepairContext:
     def reap_domain(self, vm_id: uuid.UUID) -> None:
         self.hv.undefine_domain(vm_id)
         self.delete_volume(domain_xml.vm_volume_name(vm_id))
+        self.delete_volume(domain_xml.seed_volume_name(vm_id))
 
 
 REPAIRS: dict[tuple[FindingKind, Action], Callable[[list[Finding], RepairContext], None]] = {
@@ -99,6 +113,7 @@ REPAIRS: dict[tuple[FindingKind, Action], Callable[[list[Finding], RepairContext
     (FindingKind.MISSING_DOMAIN, Action.MARK_ERROR): mark_missing_error,
     (FindingKind.GHOST_DOMAIN, Action.REAP): reap_ghost_domain,
     (FindingKind.ORPHAN_VOLUME, Action.REAP): reap_orphan_volume,
+    (FindingKind.ORPHAN_NETWORK, Action.REAP): reap_orphan_network,
     (FindingKind.STUCK_TASK, Action.FAIL): fail_stuck_task,
 }
 

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common import lifecycle
 from common.config import Settings
-from common.models import Task, Vm
+from common.models import Network, Task, Vm
 from common.states import ACTIVE_TASK_STATUSES, VmStatus
+from worker.hypervisor import network_xml
 from worker.hypervisor.connection import Hypervisor
 from worker.reconcile.findings import DomainView, TaskView, VmView, compare, parse_actions
 from worker.reconcile.repair import repair
@@ -44,9 +45,16 @@ def host_lock(engine: Engine, host: str) -> Iterator[bool]:
                 connection.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": key})
 
 
-def _list_hypervisor(hv: Hypervisor, settings: Settings) -> tuple[list[DomainView], list[str]]:
+def _list_hypervisor(
+    hv: Hypervisor, settings: Settings
+) -> tuple[list[DomainView], list[str], dict[str, str]]:
     domains = [DomainView(uuid_, name, power) for uuid_, name, power in hv.domain_states()]
-    return domains, hv.volume_names(hv.pool(settings))
+    networks = {}
+    for name in hv.network_names():
+        network_id = network_xml.parse_network_name(name, settings.host)
+        if network_id is not None:
+            networks[name] = str(network_id)
+    return domains, hv.volume_names(hv.pool(settings)), networks
 
 
 def _load_database(session: Session, host: str, deadline_s: int, current: uuid.UUID) -> tuple[Any, Any]:
@@ -91,10 +99,15 @@ def reconcile_host(
         if not locked:
             return {"host": settings.host, "skipped": "another reconciliation of this host is running"}
         started = time.perf_counter()
-        domains, volumes = _list_hypervisor(hv, settings)  # libvirt first: see _load_database's race
+        # libvirt first: see _load_database's race
+        domains, volumes, networks = _list_hypervisor(hv, settings)
         with sessions() as session:
             vms, stuck = _load_database(session, settings.host, settings.task_deadline_s, current_task)
-        findings = compare(vms, domains, volumes, stuck, _is_ours(hv, settings.host), actions)
+            known_networks = {str(i) for i in session.scalars(select(Network.id).where(Network.id.in_(
+                [uuid.UUID(n) for n in networks.values()])))}  # fmt: skip
+        findings = compare(
+            vms, domains, volumes, stuck, _is_ours(hv, settings.host), actions, networks, known_networks
+        )
         repair(findings, hv, sessions, settings)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     counts: dict[str, int] = {}
@@ -104,7 +117,12 @@ def reconcile_host(
         log.info("reconcile %s: %s", settings.host, counts)
     return {
         "host": settings.host,
-        "checked": {"domains": len(domains), "volumes": len(volumes), "vms": len(vms)},
+        "checked": {
+            "domains": len(domains),
+            "volumes": len(volumes),
+            "vms": len(vms),
+            "networks": len(networks),
+        },
         "actions": actions,
         "counts": counts,
         "findings": [f.as_dict() for f in findings[:MAX_LISTED_FINDINGS]],

@@ -36,6 +36,10 @@ def delete_volume(ctx: VmContext) -> None:
     ctx.hv.delete_volume(ctx.hv.pool(ctx.settings), ctx.volume_name)
 
 
+def delete_seed(ctx: VmContext) -> None:
+    ctx.hv.delete_volume(ctx.hv.pool(ctx.settings), ctx.seed_volume_name)
+
+
 def delete_console_log(ctx: VmContext) -> None:
     # The path is ours (log dir + the VM's UUID): no user input reaches the file system here.
     with contextlib.suppress(FileNotFoundError):
@@ -55,6 +59,7 @@ DESTROY_STEPS: list[Step[VmContext]] = [
     Step("stop_domain", stop_domain),
     Step("undefine_domain", undefine_domain),
     Step("delete_volume", delete_volume),
+    Step("delete_seed", delete_seed),
     Step("delete_console_log", delete_console_log),
     Step("mark_deleted", mark_deleted),
 ]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from common.errors import StateChanged
 from common.lifecycle import VmOp
 from common.states import PowerState, VmStatus
-from worker.sagas.context import VmContext, move_vm, stop_recorded_domain, vm_status
+from worker.sagas.context import VmContext, move_vm, start_with_networks, stop_recorded_domain, vm_status
 from worker.sagas.engine import Step
 
 
@@ -31,7 +31,8 @@ require_running = _requiring(VmStatus.RUNNING)
 
 
 def start_domain(ctx: VmContext) -> None:
-    ctx.hv.start_domain(ctx.vm_id)
+    # Its networks are made again if they are gone (a host that rebooted with autostart turned off).
+    start_with_networks(ctx)
 
 
 def shutdown_domain(ctx: VmContext) -> None:
