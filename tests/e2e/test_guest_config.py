@@ -89,9 +89,8 @@ def test_two_configured_guests_on_an_isolated_network(stack: Settings) -> None:
         # The guests' own word, through the API.
         first_console = poll(lambda: configured_console(first["id"]), timeout=BOOT_TIMEOUT_S, interval=1,
                              what=f"{CONFIGURED!r} on the first guest")  # fmt: skip
-        print(
-            f"\nboot to configured (POST to the guest's line, first guest): {time.monotonic() - started:.1f} s"
-        )
+        boot_s = time.monotonic() - started
+        print(f"\nboot to configured (POST to the guest's line, first guest): {boot_s:.1f} s")
         assert f"tiny: hostname {first['name']}" in first_console
         assert f"tiny: instance-id {first['id']}" in first_console
         assert f"mac {first_address['mac']} address 198.51.100.1/24" in first_console
