@@ -22,7 +22,12 @@ from common.db import transaction
 from common.models import Failpoint, Task
 from tests.e2e.qemu import URI, import_blank_image, virsh
 from tests.support.environment import RECOVERY_TIMES, TAKEOVER_TIMES, TEST_BROKER
-from tests.support.invariants import assert_hypervisor_matches_database, owned_domains, owned_volumes
+from tests.support.invariants import (
+    assert_hypervisor_matches_database,
+    host_networks,
+    owned_domains,
+    owned_volumes,
+)
 from tests.support.polling import poll
 from tests.support.processes import BeatProcess, WorkerProcess, kill, start_beat, start_worker
 from tests.support.tokens import api_client, zero_usage
@@ -45,7 +50,12 @@ def virsh_inventory() -> dict[str, Any]:
         if POOL_PATH in virsh("domblklist", name, "--details", check=False):
             uuid = virsh("domuuid", name).strip()
             domains.append({"name": name, "uuid": uuid, "active": None, "owner_vm_id": uuid})
-    return {"domains": domains, "volumes": virsh("vol-list", "--pool", POOL).split()}
+    return {
+        "host": HOST,
+        "domains": domains,
+        "volumes": virsh("vol-list", "--pool", POOL).split(),
+        "networks": virsh("net-list", "--all", "--name").split(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +98,20 @@ def purge_pool() -> None:
         subprocess.run(["virsh", "-c", URI, "destroy", domain["uuid"]], capture_output=True, timeout=60)
         virsh("undefine", domain["uuid"])
     for volume in virsh("vol-list", "--pool", POOL).split():
-        if volume.startswith("vm-"):
+        if volume.startswith(("vm-", "seed-")):
             virsh("vol-delete", "--pool", POOL, volume)
+    for network in host_networks(virsh_inventory(), HOST):
+        subprocess.run(["virsh", "-c", URI, "net-destroy", network], capture_output=True, timeout=60)
+        virsh("net-undefine", network)
 
 
 @pytest.fixture
 def app(crash_settings: Settings, sessions: Any, crash_image: str) -> Iterator[Flask]:
     purge_pool()
     with transaction(sessions) as session:
-        session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys, failpoints CASCADE"))
+        session.execute(
+            text("TRUNCATE task_steps, tasks, nics, networks, vms, idempotency_keys, failpoints CASCADE")
+        )
         zero_usage(session)
     app = create_app(crash_settings)
     yield app
@@ -156,7 +171,11 @@ def test_worker_killed_during_create_resumes_and_leaks_nothing(
     point: str, client: FlaskClient, sessions: Any, failpoint: Any, workers: list[WorkerProcess],
     crash_settings: Settings, log_dir: Path, crash_image: str,
 ) -> None:  # fmt: skip
-    body = {"name": "crashy", "image": crash_image, "vcpus": 1, "memory_mib": 64, "disk_gib": 1}
+    # With a NIC, so the network and seed steps have work to resume.
+    network = client.post("/v1/networks", json={"name": "crashnet", "cidr": "203.0.113.0/28"})
+    assert network.status_code == 201, network.get_json()
+    body = {"name": "crashy", "image": crash_image, "vcpus": 1, "memory_mib": 64, "disk_gib": 1,
+            "networks": ["crashnet"], "user_data": "#!/bin/sh\necho resumed\n"}  # fmt: skip
     holder: dict[str, Any] = {}
 
     def create() -> str:
@@ -173,12 +192,14 @@ def test_worker_killed_during_create_resumes_and_leaks_nothing(
     vm_id = holder["vm"]["id"]
     assert client.get(f"/v1/vms/{vm_id}").get_json()["status"] == "running"
     assert virsh("domstate", vm_id).strip() == "running"
+    assert f"seed-{vm_id}.iso" in virsh("vol-list", "--pool", POOL)
     assert_hypervisor_matches_database(sessions, virsh_inventory())
 
     deleted = client.delete(f"/v1/vms/{vm_id}")
     assert wait_for_task(client, deleted.headers["Location"])["status"] == "succeeded"
     inventory = virsh_inventory()
     assert owned_domains(inventory, vm_id) == [] and owned_volumes(inventory, vm_id) == []
+    assert client.delete(f"/v1/networks/{network.get_json()['id']}").status_code == 204
 
 
 @pytest.mark.usefixtures("beat")

@@ -30,12 +30,16 @@ from tests.support.polling import poll
 from tests.support.processes import BeatProcess, WorkerProcess, start_beat, start_worker
 from tests.support.tokens import api_client, zero_usage
 from worker.hypervisor import domain_xml as libvirt_xml
+from worker.hypervisor import network_xml
 
 HOST = "recon"
 POOL = "mini-iaas-recon"
 POOL_PATH = "/var/lib/mini-iaas/recon-pool"
 LIBVIRTD_PID_FILE = Path("/run/libvirtd.pid")  # written by `libvirtd -d` (scripts/start-services.sh)
-REPAIR = "ghost_domain=reap,missing_domain=mark_error,power_drift=fix,orphan_volume=reap,stuck_task=fail"
+REPAIR = (
+    "ghost_domain=reap,missing_domain=mark_error,power_drift=fix,orphan_volume=reap,orphan_network=reap,"
+    "stuck_task=fail"
+)
 
 
 def domain_exists(ref: str) -> bool:
@@ -103,8 +107,12 @@ def purge(sessions: Any) -> None:
             virsh("destroy", name, check=False)
             virsh("undefine", name, check=False)
     for volume in virsh("vol-list", "--pool", POOL, check=False).split():
-        if volume.startswith("vm-"):
+        if volume.startswith(("vm-", "seed-")):
             virsh("vol-delete", "--pool", POOL, volume, check=False)
+    for network in virsh("net-list", "--all", "--name").split():
+        if network_xml.parse_network_name(network, HOST) is not None:
+            virsh("net-destroy", network, check=False)
+            virsh("net-undefine", network, check=False)
     with transaction(sessions) as session:
         session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys CASCADE"))
         zero_usage(session)
@@ -150,6 +158,16 @@ def define_stray(name: str, owner_host: str | None) -> str:
     return str(domain_uuid)
 
 
+def define_stray_network(name: str) -> str:
+    """A libvirt network of ours whose project network the database does not have."""
+    path = Path(f"/tmp/{name}.xml")
+    path.write_text(network_xml.isolated_network_xml(name))
+    virsh("net-define", str(path))
+    virsh("net-start", name)
+    path.unlink()
+    return name
+
+
 def by_kind(result: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [f for f in result["findings"] if f["kind"] == kind]
 
@@ -166,6 +184,10 @@ def test_out_of_band_changes_are_found_and_repaired(stacks: Any, sessions: Any, 
     elsewhere = define_stray("recon-elsewhere", owner_host="another-host")  # another installation's
     orphan = f"vm-{uuid.uuid4()}.qcow2"
     virsh("vol-create-as", POOL, orphan, "1M", "--format", "qcow2")
+    orphan_seed = libvirt_xml.seed_volume_name(uuid.uuid4())
+    virsh("vol-create-as", POOL, orphan_seed, "64K", "--format", "raw")
+    orphan_network = define_stray_network(network_xml.network_name(HOST, uuid.uuid4()))
+    elsewhere_network = define_stray_network(network_xml.network_name("another-host", uuid.uuid4()))
     with transaction(sessions) as session:  # a task long past its deadline
         stuck = Task(id=uuid.uuid4(), kind="create_vm", host=HOST, status="running",
                      deadline_at=text("now() - interval '1 hour'"))  # fmt: skip
@@ -188,8 +210,19 @@ def test_out_of_band_changes_are_found_and_repaired(stacks: Any, sessions: Any, 
         "recon-foreign",
     ]
     assert domain_exists(foreign) and domain_exists(elsewhere)  # never touched
-    assert [(f["volume"], f["outcome"]) for f in by_kind(result, "orphan_volume")] == [(orphan, "reaped")]
-    assert orphan not in virsh("vol-list", "--pool", POOL)
+    assert sorted((f["volume"], f["outcome"]) for f in by_kind(result, "orphan_volume")) == sorted(
+        [(orphan, "reaped"), (orphan_seed, "reaped")]
+    )
+    assert orphan not in virsh("vol-list", "--pool", POOL) and orphan_seed not in virsh(
+        "vol-list", "--pool", POOL
+    )
+    assert [(f["network"], f["outcome"]) for f in by_kind(result, "orphan_network")] == [
+        (orphan_network, "reaped")
+    ]
+    networks = virsh("net-list", "--all", "--name").split()
+    assert orphan_network not in networks and elsewhere_network in networks  # another host's: untouched
+    virsh("net-destroy", elsewhere_network)
+    virsh("net-undefine", elsewhere_network)
     assert [f["task_id"] for f in by_kind(result, "stuck_task")] == [str(stuck.id)]
     assert stack.wait(f"/v1/tasks/{stuck.id}")["status"] == "failed"  # re-sent by the sweep, then failed
     assert result["checked"]["vms"] == 2
