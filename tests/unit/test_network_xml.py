@@ -19,6 +19,7 @@ def test_the_name_carries_the_network_and_the_host_and_reads_back() -> None:
 def test_another_hosts_or_a_foreign_network_is_not_ours() -> None:
     assert network_xml.parse_network_name(network_xml.network_name("hv-b", NET), "hv-a") is None
     assert network_xml.parse_network_name("default", "hv-a") is None
+    assert network_xml.parse_network_name(network_xml.network_name("x-hv-a", NET), "hv-a") is None
     assert network_xml.parse_network_name("iaas-net-not-a-uuid-at-all-really-no-hv-a", "hv-a") is None
 
 

@@ -24,12 +24,12 @@ def network_name(host: str, network_id: uuid.UUID) -> str:
 
 def parse_network_name(name: str, host: str) -> uuid.UUID | None:
     """The project network a libvirt network of `host` stands for; None for anyone else's."""
-    if not name.startswith(NETWORK_NAME_PREFIX) or not name.endswith(f"-{host}"):
-        return None
     try:
-        return uuid.UUID(name[len(NETWORK_NAME_PREFIX) : len(NETWORK_NAME_PREFIX) + _UUID_LENGTH])
+        network_id = uuid.UUID(name[len(NETWORK_NAME_PREFIX) : len(NETWORK_NAME_PREFIX) + _UUID_LENGTH])
     except ValueError:
         return None
+    # Exactly this host's: host `b` must not claim `iaas-net-<id>-a-b`.
+    return network_id if name == network_name(host, network_id) else None
 
 
 def bridge_name(libvirt_network: str) -> str:
