@@ -305,15 +305,19 @@ error() { echo "tiny: error $*"; }
 value_of() { awk -F'"' -v key="$1" '$2 == key { print $4; exit }' "$2"; }
 
 find_seed() {
-    # By label, on any block device, as cloud-init does; the drivers were loaded just now, so give
-    # the device nodes a moment to appear.
+    # By label, on any block device, as cloud-init does. The drivers probed their disks while /init
+    # loaded them; devtmpfs may still be making the nodes, so wait (bounded) for every disk's node.
     i=0
     while [ $i -lt 30 ]; do
-        dev=$(findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null) && { echo "$dev"; return 0; }
+        missing=
+        for disk in /sys/class/block/*; do
+            [ -e "/dev/${disk##*/}" ] || missing=${disk##*/}
+        done
+        [ -z "$missing" ] && break
         sleep 0.1
         i=$((i + 1))
     done
-    return 1
+    findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null
 }
 
 configure_interfaces() {
