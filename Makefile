@@ -83,8 +83,9 @@ migrate: services venv ## Create the database if missing and apply the migration
 	@scripts/ensure-database.sh
 	@$(VENV)/bin/alembic upgrade head
 
-$(TINY_IMAGE):
-	@scripts/build-tiny-image.sh $@
+# Rebuilt when its script changes (the script alone leaves an existing file be, hence --force).
+$(TINY_IMAGE): scripts/build-tiny-image.sh
+	@scripts/build-tiny-image.sh --force $@
 
 $(DOMAIN_TYPE_FILE): | $(TINY_IMAGE)
 	@mkdir -p $(RUN_DIR)

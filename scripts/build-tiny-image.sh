@@ -10,6 +10,26 @@
 # on the serial console (ttyS0) and powers off when it gets an ACPI
 # power-button press (what `virsh shutdown` sends by default).
 #
+# Before the marker it reads a cloud-init NoCloud seed (worker/seed: an ISO 9660 image labelled
+# `cidata` on any block device, in production the read-only `vdb`) and reports on the console, one
+# line each, in this order (<...> are values; lines that do not apply are left out):
+#     tiny: seed found on <device>              or: tiny: no seed   (then straight to "configured")
+#     tiny: instance-id <id>                     meta-data's instance-id
+#     tiny: hostname <name>                      meta-data's local-hostname, now the hostname
+#     tiny: interface <name> mac <mac> address <ip/prefix>
+#                                                per network-config ethernet: the NIC with that MAC,
+#                                                renamed, given its address(es), up
+#     tiny: authorized key SHA256:<base64>       per key of the control plane's cloud-config part,
+#                                                as `ssh-keygen -lf` prints it
+#     tiny: user-data sha256 <hex>|none          of the user's own data, byte for byte as sent
+#     tiny: ping <ipv4> answered|no answer       per line "#tiny:ping <ipv4>" of the user's data
+#                                                (the line exactly that, trailing blanks or CR
+#                                                allowed); up to 60 s each, for a peer still booting
+#     tiny: user script exit <rc>                when the user's data starts with "#!": it ran (cwd
+#                                                /, output on the console, killed after 120 s)
+#     tiny: error <what>                         anything that failed; the rest goes on
+#     tiny: configured                           always, right before the marker
+#
 # Everything comes from Debian 12 packages.  Nothing is mounted, no loop
 # devices are used and the kernel is never installed into the host's /boot:
 # the kernel .deb is fetched with `apt-get download` and unpacked with
@@ -191,17 +211,23 @@ add_module() {
     load_order+=("${file##*/}")    # dependencies first
 }
 need_module() {
-    # $1: Kconfig symbol, $2: module name
+    # $1: Kconfig symbol, $2: module name, $3: what it is needed for
     local state
     state=$(grep -E "^$1=" "$kconfig" | cut -d= -f2 || true)
     case $state in
         y) ;;
         m) add_module "$2" ;;
-        *) die "$kpkg lacks $1 (needed for ACPI power-button shutdown); set TINY_KERNEL_PKG to another kernel" ;;
+        *) die "$kpkg lacks $1 (needed for $3); set TINY_KERNEL_PKG to another kernel" ;;
     esac
 }
-need_module CONFIG_INPUT_EVDEV evdev
-need_module CONFIG_ACPI_BUTTON button
+need_module CONFIG_INPUT_EVDEV evdev "ACPI power-button shutdown"
+need_module CONFIG_ACPI_BUTTON button "ACPI power-button shutdown"
+# The NoCloud seed: a second virtio disk holding an ISO 9660 image, and the virtio NICs it configures.
+# (The boot disk needs no driver in the guest: SYSLINUX loads kernel and initramfs through the BIOS.)
+need_module CONFIG_VIRTIO_PCI virtio_pci "virtio devices"
+need_module CONFIG_VIRTIO_BLK virtio_blk "reading the seed disk"
+need_module CONFIG_ISO9660_FS isofs "reading the seed disk"
+need_module CONFIG_VIRTIO_NET virtio_net "the seed's network interfaces"
 printf '%s\n' "${load_order[@]}" >"$root/lib/modules/load-order"
 
 # busybox acpid maps the power-button key (KEY_POWER) to the action
@@ -248,6 +274,10 @@ while [ ! -s /run/acpid.pid ] && [ \$i -lt 50 ]; do
 done
 
 hostname tiny
+# Configure from the NoCloud seed (/lib/tiny/seed.sh, below), in a shell of its own so that nothing
+# it meets can stop this one from reaching the marker line.
+sh /lib/tiny/seed.sh </dev/null || echo "tiny: error seed reader exited \$?"
+echo "tiny: configured"
 echo "$MARKER"
 
 # Stay up; the power-button handler powers the machine off.
@@ -256,6 +286,177 @@ while :; do
 done
 EOF
 chmod 0755 "$root/init" "$root/etc/acpi/PWRF/00000080"
+
+# What cloud-init's NoCloud datasource would do, reduced to what the tests check; every line it
+# prints starts with "tiny: " (the list is at the top of this file). It reads the files as
+# worker/seed writes them -- YAML in JSON form, one key or list item a line; MIME parts in base64 --
+# not YAML or MIME in general.
+mkdir -p "$root/lib/tiny"
+cat >"$root/lib/tiny/seed.sh" <<'EOF'
+#!/bin/sh
+# Run by /init before the marker line. Any failure prints "tiny: error ..." and the rest goes on.
+work=/run/tiny
+seed=/run/seed
+mkdir -p "$work" "$seed"
+
+error() { echo "tiny: error $*"; }
+
+# A JSON string value on a line of the form '  "key": "value",' (the values written are plain).
+value_of() { awk -F'"' -v key="$1" '$2 == key { print $4; exit }' "$2"; }
+
+find_seed() {
+    # By label, on any block device, as cloud-init does. The drivers probed their disks while /init
+    # loaded them; devtmpfs may still be making the nodes, so wait (bounded) for every disk's node.
+    i=0
+    while [ $i -lt 30 ]; do
+        missing=
+        for disk in /sys/class/block/*; do
+            [ -e "/dev/${disk##*/}" ] || missing=${disk##*/}
+        done
+        [ -z "$missing" ] && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null
+}
+
+configure_interfaces() {
+    # One line per ethernet: "name mac address..." (network-config's entries close at indent 4).
+    awk -F'"' '
+        $2 == "macaddress" { mac = $4 }
+        $2 == "set-name" { name = $4 }
+        $2 == "addresses" { inlist = 1; addrs = ""; next }
+        inlist && /\]/ { inlist = 0; next }
+        inlist { addrs = addrs " " $2; next }
+        /^    }/ { print name, mac addrs; name = ""; mac = ""; addrs = "" }
+    ' "$seed/network-config" >"$work/interfaces" || { error "cannot read network-config"; return; }
+    # Rename in two passes (every match to a temporary name first), so that "eth0" may move to the
+    # NIC the kernel called eth1 and the other way round.
+    n=0
+    while read -r name mac addrs; do
+        found=
+        for dev in /sys/class/net/*; do
+            [ "$(cat "$dev/address" 2>/dev/null)" = "$mac" ] && found=${dev##*/}
+        done
+        if [ -z "$found" ]; then
+            error "interface $name: no NIC with mac $mac"
+            continue
+        fi
+        ip link set dev "$found" down
+        ip link set dev "$found" name "tiny$n" || error "interface $name: cannot rename $found"
+        echo "tiny$n $name $mac $addrs" >>"$work/renamed"
+        n=$((n + 1))
+    done <"$work/interfaces"
+    [ -s "$work/renamed" ] || return 0
+    while read -r tmp name mac addrs; do
+        ip link set dev "$tmp" name "$name" || { error "interface $name: cannot rename"; name=$tmp; }
+        for addr in $addrs; do
+            ip addr add "$addr" dev "$name" || error "interface $name: cannot add $addr"
+        done
+        ip link set dev "$name" up || error "interface $name: cannot bring it up"
+        echo "tiny: interface $name mac $mac address $addrs" | tr -s ' '
+    done <"$work/renamed"
+}
+
+split_user_data() {
+    # Each part of the multipart user-data into $work/part.N.{type,name,b64}.
+    awk -v dir="$work" '
+        { sub(/\r$/, "") }
+        boundary == "" && match($0, /boundary="[^"]*"/) { boundary = substr($0, RSTART + 10, RLENGTH - 11); next }
+        boundary == "" { next }
+        $0 == "--" boundary "--" { exit }
+        $0 == "--" boundary { n++; inhead = 1; next }
+        n == 0 { next }
+        inhead && $0 == "" { inhead = 0; next }
+        inhead && tolower($0) ~ /^content-type:/ {
+            t = $2; sub(/;.*/, "", t); print t > (dir "/part." n ".type"); close(dir "/part." n ".type")
+        }
+        inhead && match($0, /filename="[^"]*"/) {
+            print substr($0, RSTART + 10, RLENGTH - 11) > (dir "/part." n ".name"); close(dir "/part." n ".name")
+        }
+        inhead { next }
+        { print > (dir "/part." n ".b64") }
+    ' "$seed/user-data"
+}
+
+fingerprint() {
+    # OpenSSH's SHA256:<unpadded base64 of the SHA-256 of the key blob>.
+    hex=$(printf '%s' "$1" | base64 -d | sha256sum | cut -c1-64)
+    # shellcheck disable=SC2059  # the format is the digest as \xHH escapes
+    printf "$(echo "$hex" | sed 's/../\\x&/g')" | base64 | tr -d '=\n'
+}
+
+report_keys() {
+    awk -F'"' '
+        $2 == "ssh_authorized_keys" { inlist = 1; next }
+        inlist && /\]/ { inlist = 0; next }
+        inlist { print $2 }
+    ' "$1" | while read -r kind blob rest; do
+        fp=$(fingerprint "$blob") && [ -n "$fp" ] && echo "tiny: authorized key SHA256:$fp" \
+            || error "cannot read the key $kind"
+    done
+}
+
+ping_peers() {
+    # Lines "#tiny:ping <IPv4>" in the user's data; the peer may still be booting: up to 60 s each.
+    tr -d '\r' <"$1" | sed -n 's/^#tiny:ping \([0-9][0-9.]*\)[[:space:]]*$/\1/p' | while read -r ip; do
+        if ping -c 1 -w 60 -q "$ip" >/dev/null 2>&1; then
+            echo "tiny: ping $ip answered"
+        else
+            echo "tiny: ping $ip no answer"
+        fi
+    done
+}
+
+run_user_script() {
+    # As cloud-init's scripts-user would: run it, output on the console; bounded here, so that a
+    # script that never ends cannot keep the guest from its marker line.
+    cp "$1" "$work/user-script" && chmod 0700 "$work/user-script" || { error "cannot copy the script"; return; }
+    (cd / && timeout 120 "$work/user-script" </dev/null)
+    echo "tiny: user script exit $?"
+}
+
+dev=$(find_seed) || { echo "tiny: no seed"; exit 0; }
+echo "tiny: seed found on $dev"
+mount -t iso9660 -o ro "$dev" "$seed" || { error "cannot mount $dev"; exit 0; }
+
+id=$(value_of instance-id "$seed/meta-data")
+name=$(value_of local-hostname "$seed/meta-data")
+[ -n "$id" ] && echo "tiny: instance-id $id" || error "no instance-id in meta-data"
+if [ -n "$name" ] && hostname "$name"; then
+    echo "tiny: hostname $name"
+else
+    error "no usable local-hostname in meta-data"
+fi
+
+ip link set dev lo up
+if [ -f "$seed/network-config" ]; then configure_interfaces; fi
+
+user=
+if [ -s "$seed/user-data" ]; then
+    split_user_data || error "cannot read user-data"
+    for type_file in "$work"/part.*.type; do
+        [ -f "$type_file" ] || continue
+        part=${type_file%.type}
+        base64 -d <"$part.b64" >"$part.data" 2>/dev/null || { error "cannot decode ${part##*/}"; continue; }
+        if [ "$(cat "$part.name" 2>/dev/null)" = user-data ]; then
+            user=$part.data
+        elif [ "$(cat "$type_file")" = text/cloud-config ]; then
+            report_keys "$part.data"
+        fi
+    done
+fi
+if [ -n "$user" ]; then
+    echo "tiny: user-data sha256 $(sha256sum "$user" | cut -c1-64)"
+    ping_peers "$user"
+    [ "$(head -c 2 "$user")" = '#!' ] && run_user_script "$user"
+else
+    echo "tiny: user-data sha256 none"
+fi
+umount "$seed" 2>/dev/null
+exit 0
+EOF
+chmod 0755 "$root/lib/tiny/seed.sh"
 
 # Reproducible archive: fixed mtimes, sorted names, uid/gid 0.
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

@@ -39,6 +39,8 @@ RECOVERY_TIMES: list[float] = []
 TAKEOVER_TIMES: list[float] = []
 # (what virsh did out of band, seconds from the listener receiving the event to the row reading it)
 EVENT_LATENCIES: list[tuple[str, float]] = []
+# (which guest, seconds from starting QEMU to the tiny guest's "tiny: configured" line)
+SEED_BOOT_TIMES: list[tuple[str, float]] = []
 
 
 def stack_admin_token() -> str:
