@@ -93,8 +93,8 @@ $(DOMAIN_TYPE_FILE): | $(TINY_IMAGE)
 	@scripts/detect-domain-type.sh $(TINY_IMAGE) > $@.tmp && mv $@.tmp $@
 	@echo "    domain type: $$(cat $@)"
 
-image: migrate $(TINY_IMAGE) ## Build the tiny test image and register it as image `tiny`
-	@$(VENV)/bin/iaas-admin image import --skip-existing tiny $(TINY_IMAGE)
+image: migrate $(TINY_IMAGE) ## Build the tiny test image and register it as image `tiny` (a rebuilt one replaces it)
+	@$(VENV)/bin/iaas-admin image import --replace tiny $(TINY_IMAGE)
 
 ADMIN_TOKEN := $(IAAS_SECRETS_DIR)/admin-token
 

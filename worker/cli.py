@@ -34,7 +34,10 @@ def image() -> None:
 # it. The import opens it exactly once and does every check on that open file.
 @click.argument("path", metavar="PATH")
 @click.option("--skip-existing", is_flag=True, help="Do nothing when an image NAME is registered already.")
-def image_import(name: str, path: str, skip_existing: bool) -> None:
+@click.option(
+    "--replace", is_flag=True, help="When image NAME has other contents and no VM uses it, replace it."
+)
+def image_import(name: str, path: str, skip_existing: bool, replace: bool) -> None:
     """Register the qcow2 file PATH as image NAME (uploaded into the storage pool through libvirt).
 
     Refused: a symlink or anything but a regular file; a file that is not a qcow2 by its own header;
@@ -55,8 +58,9 @@ def image_import(name: str, path: str, skip_existing: bool) -> None:
                 name,
                 source,
                 progress=bar.update,
+                replace=replace,
             )
-    except (ImageImportError, HypervisorError, LibvirtError) as exc:
+    except (ImageImportError, ImageDeleteError, HypervisorError, LibvirtError) as exc:
         raise click.ClickException(str(exc)) from exc
     verb = "imported" if created else "already registered (same checksum)"
     click.echo(

@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 
 from common.config import Settings
 from tests.support.environment import ROOT
+from tests.support.tokens import project_id
 from worker.hypervisor.connection import Hypervisor
 from worker.images import ImageImportError, import_image, open_image_file
 from worker.images.qemu_img import Limits, qemu_img_info, verdict
@@ -98,6 +99,36 @@ def test_import_uploads_through_libvirt_and_records_checksum_and_size(
     other = make_qcow2(tmp_path / "other.qcow2", "32M", pattern="0x33")
     clash = admin(pool, "image", "import", "base", str(other))
     assert clash.returncode != 0 and "exists with other contents" in clash.stderr
+
+    # --replace: the rebuilt file takes the name (what `make image` does after the tiny image changed).
+    replaced = admin(pool, "image", "import", "--replace", "base", str(other))
+    assert replaced.returncode == 0, replaced.stderr
+    assert Path(path).read_bytes() == other.read_bytes()
+    with create_engine(database).connect() as connection:
+        checksum = connection.execute(text("SELECT checksum_sha256 FROM images WHERE name = 'base'")).scalar()
+    assert checksum == hashlib.sha256(other.read_bytes()).hexdigest()
+
+
+def test_replace_is_refused_while_a_vm_uses_the_image(
+    pool: dict[str, str], tmp_path: Path, database: str, sessions: Any
+) -> None:
+    first = make_qcow2(tmp_path / "base.qcow2", "32M", pattern="0x5a")
+    assert admin(pool, "image", "import", "base", str(first)).returncode == 0
+    project = project_id(sessions)
+    engine = create_engine(database)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO vms (id, project_id, name, image, vcpus, memory_mib, disk_gib, status,"
+                 " power_state, host) VALUES (:id, :project, 'user', 'base', 1, 64, 1, 'stopped', 'shutoff',"
+                 " 'e2e-images')"),
+            {"id": uuid.uuid4(), "project": project},
+        )  # fmt: skip
+    engine.dispose()
+    second = make_qcow2(tmp_path / "second.qcow2", "32M", pattern="0x33")
+    refused = admin(pool, "image", "import", "--replace", "base", str(second))
+    assert refused.returncode != 0 and "is used by 1 VM" in refused.stderr
+    path = virsh("vol-path", "--pool", pool["IAAS_STORAGE_POOL"], "image-base.qcow2").stdout.strip()
+    assert Path(path).read_bytes() == first.read_bytes()  # untouched
 
 
 def qemu_img(*args: str) -> None:

@@ -16,6 +16,7 @@ from common.models import Image
 from common.names import is_dns_label
 from worker.hypervisor import domain_xml
 from worker.hypervisor.connection import Hypervisor
+from worker.images.deleter import delete_image
 from worker.images.errors import ImageImportError
 from worker.images.formats import HEAD_BYTES, parse_qcow2_header, refuse_unsafe
 from worker.images.qemu_img import DEFAULT_LIMITS, FORMAT, Limits, qemu_img_info, verdict
@@ -50,9 +51,12 @@ def import_image(
     name: str,
     source: ImageFile,
     progress: Callable[[int], None] = lambda _n: None,
+    *,
+    replace: bool = False,
 ) -> tuple[Image, bool]:
     """Register `source` as image `name`. Returns (image, created); importing the same file twice is
-    a no-op."""
+    a no-op. With `replace`, an image `name` with other contents is deleted first -- refused, like
+    `image delete`, while a VM that is not deleted uses it."""
     if not is_dns_label(name):
         raise ImageImportError(f"image name {name!r} must be a lowercase DNS label (a-z, 0-9, '-', <= 63)")
     virtual_size = inspect(source)
@@ -62,7 +66,12 @@ def import_image(
     if existing is not None:
         if existing.checksum_sha256 == checksum:
             return existing, False
-        raise ImageImportError(f"an image named {name!r} exists with other contents; pick another name")
+        if not replace:
+            raise ImageImportError(
+                f"an image named {name!r} exists with other contents; pick another name, or --replace it"
+            )
+        log.info("replacing image %s (sha256 %s) with %s", name, existing.checksum_sha256[:12], checksum[:12])
+        delete_image(hv, sessions, settings, name)
 
     pool = hv.pool(settings)
     volume_name = domain_xml.image_volume_name(name)
