@@ -3,6 +3,7 @@ libvirt that the database does not own, and the task tells the truth about what 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ from tests.integration.helpers import (
     wait_for_task,
 )
 from tests.support.processes import WorkerProcess
+from tests.support.ssh_keys import ed25519_key, public_line
+from worker.hypervisor import network_xml
 from worker.sagas.create import CREATE_STEPS
 from worker.sagas.destroy import DESTROY_STEPS
 
@@ -26,8 +29,20 @@ SetFailpoint = Callable[[str, str], None]
 
 
 def post(client: FlaskClient, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    response = client.post("/v1/vms", json=vm_body(name))
-    assert response.status_code == 202
+    """A VM with a NIC, a key and user-data, so that every step (seed, network) has work to do; on a
+    network of its own (networks outlive the per-test TRUNCATE of VMs, so each test makes a new one)."""
+    network = client.post(
+        "/v1/networks", json={"name": f"net-{uuid.uuid4().hex[:8]}", "cidr": "203.0.113.0/29"}
+    )
+    assert network.status_code == 201, network.get_json()
+    key_name = f"key-{uuid.uuid4().hex[:8]}"
+    keypair = client.post("/v1/keypairs", json={"name": key_name, "public_key": public_line(ed25519_key())})
+    assert keypair.status_code == 201, keypair.get_json()
+    body = vm_body(
+        name, networks=[network.get_json()["id"]], key_name=key_name, user_data="#!/bin/sh\necho hi\n"
+    )
+    response = client.post("/v1/vms", json=body)
+    assert response.status_code == 202, response.get_json()
     return response.get_json()["vm"], wait_for_task(client, response.headers["Location"])
 
 
@@ -51,9 +66,12 @@ def test_create_failing_at_any_step_is_compensated(
     assert f"failpoint {point} triggered" in task["error"]["message"]
     statuses = [s["status"] for s in task["steps"]]
     assert "running" not in statuses and "undoing" not in statuses and "undo_failed" not in statuses
-    assert client.get(f"/v1/vms/{vm['id']}").get_json()["status"] == "error"
+    failed = client.get(f"/v1/vms/{vm['id']}").get_json()
+    assert failed["status"] == "error" and failed["addresses"] == []  # its address went back to the pool
     inventory = worker.inventory()
     assert owned_domains(inventory, vm["id"]) == [] and owned_volumes(inventory, vm["id"]) == []
+    network = network_xml.network_name(inventory["host"], uuid.UUID(vm["addresses"][0]["network_id"]))
+    assert network not in inventory["networks"]  # no other VM was on it: the undo removed it
     assert_hypervisor_matches_database(sessions, inventory)
 
     assert delete(client, vm["id"])["status"] == "succeeded"  # an `error` VM can always be removed
