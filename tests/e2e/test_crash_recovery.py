@@ -96,7 +96,7 @@ def purge_pool() -> None:
 def app(crash_settings: Settings, sessions: Any, crash_image: str) -> Iterator[Flask]:
     purge_pool()
     with transaction(sessions) as session:
-        session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys, failpoints CASCADE"))
+        session.execute(text("TRUNCATE task_steps, tasks, nics, vms, idempotency_keys, failpoints CASCADE"))
         zero_usage(session)
     app = create_app(crash_settings)
     yield app

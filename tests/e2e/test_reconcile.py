@@ -106,7 +106,7 @@ def purge(sessions: Any) -> None:
         if volume.startswith("vm-"):
             virsh("vol-delete", "--pool", POOL, volume, check=False)
     with transaction(sessions) as session:
-        session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys CASCADE"))
+        session.execute(text("TRUNCATE task_steps, tasks, nics, vms, idempotency_keys CASCADE"))
         zero_usage(session)
 
 

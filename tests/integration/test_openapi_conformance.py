@@ -128,7 +128,7 @@ def test_the_api_answers_as_its_document_says_across_calls(
             # Every scenario starts from no VM, task or idempotency key: Hypothesis replays a scenario to
             # shrink it, and what it draws follows the answers, which must not depend on earlier ones.
             with transaction(sessions) as session:
-                session.execute(text("TRUNCATE task_steps, tasks, vms CASCADE"))
+                session.execute(text("TRUNCATE task_steps, tasks, nics, vms, networks CASCADE"))
 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             return {"base_url": http_api, "headers": api_headers}
