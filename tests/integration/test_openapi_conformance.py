@@ -35,11 +35,16 @@ STATEFUL_SCENARIOS = 80
 # request (422). These are the statuses `positive_data_acceptance` takes besides its own defaults.
 # The same for a `flavor` no flavor has (400 unknown_flavor), a body with both a flavor and sizes or
 # neither (400: the schema lists all four as optional), and a `public_key` string that is no real key
-# (400 invalid_public_key: no JSON Schema can say which strings are keys).
+# (400 invalid_public_key: no JSON Schema can say which strings are keys). And a `cidr` string that is
+# no IPv4 network of /16 to /29 by its network address, or a network name shaped like a UUID (400: the
+# schema leaves both to the API, so that a refusal can say why); in a create, a `networks` entry the
+# project has no network of (400 unknown_network), an `ip` outside its network (400 invalid_ip).
 ACCEPTED_BESIDES = {
     ("POST", "/v1/vms"): ["400", "422"],
     ("GET", "/v1/vms"): ["400"],
     ("POST", "/v1/keypairs"): ["400"],
+    ("POST", "/v1/networks"): ["400"],
+    ("GET", "/v1/networks"): ["400"],
 }
 # A reconcile's `host` must be one whose worker has started: any other valid name is 404 unknown_host.
 IDEMPOTENT = [("DELETE", "/v1/vms/{vm_id}"), ("POST", "/v1/actions/reconcile")] + [

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from common.models import Project, Task, Vm
+from common.models import Nic, Project, Task, Vm
 from common.projects import counted_usage, usage_of
 from common.states import ACTIVE_TASK_STATUSES
 from tests.support.polling import poll
@@ -42,11 +42,16 @@ def wait_for_every_task_to_finish(sessions: Any, timeout: float = SETTLE_TIMEOUT
 
 def assert_usage_is_counted(sessions: Any) -> None:
     """Every project's kept usage equals a count of its VMs that hold quota: no path of a task,
-    a failure or a compensation took or released a share twice, or forgot to."""
+    a failure or a compensation took or released a share twice, or forgot to. And addresses go with
+    the quota (common/ipam.py): a VM that holds none (deleted, cancelled, compensated) holds no NIC."""
     with sessions() as session:
         for project in session.scalars(select(Project)):
             kept, counted = usage_of(project), counted_usage(session, project.id)
             assert kept == counted, f"project {project.name}: usage {kept}, but its VMs add up to {counted}"
+        leaked = session.execute(
+            select(Vm.name, Vm.status, Nic.ip).join(Nic, Nic.vm_id == Vm.id).where(~Vm.holds_quota)
+        ).all()
+    assert not leaked, f"addresses held by VMs that hold no quota: {[tuple(row) for row in leaked]}"
 
 
 def assert_nothing_leaked(sessions: Any, inventory: dict[str, Any]) -> dict[str, Any]:
