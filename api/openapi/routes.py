@@ -100,7 +100,10 @@ CREATE_409 = (
     "`ip` asked for is another NIC's (`details.network`, `details.ip`); `network_full`: a network has no "
     "free address (`details.network`, `details.cidr`). Nothing is recorded then."
 )
-CREATE_413 = "`request_entity_too_large`: the body is over 448 KiB (room for 64 KiB of user-data, escaped)."
+CREATE_413 = (
+    "`request_entity_too_large`: the body is over 448 KiB (room for 64 KiB of user-data, however JSON "
+    "escapes it)."
+)
 NETWORK_400 = (
     f"{ERROR_WHEN[400]} `invalid_request` also for a `cidr` that is no IPv4 network, has host bits set "
     "(`details.network` is the one to use), or a prefix outside /16 to /29, and for a `name` shaped like "

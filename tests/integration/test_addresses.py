@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,10 +18,18 @@ from sqlalchemy import func, select
 
 from api.schemas import MAX_USER_DATA_BYTES
 from common.models import IdempotencyKey, Nic, Project, Task, Vm
-from tests.integration.helpers import vm_body, wait_for_task
+from tests.integration.helpers import delete_every_live_vm, vm_body, wait_for_task
 from tests.support.invariants import assert_usage_is_counted
 from tests.support.processes import WorkerProcess
 from tests.support.ssh_keys import ACCEPTED, public_line
+
+
+@pytest.fixture
+def tidy_worker(worker: WorkerProcess, client: FlaskClient, sessions: Any) -> Iterator[WorkerProcess]:
+    """The session's worker, left with an empty hypervisor after the test (the VMs the test made are
+    deleted through the API), which then agrees with the database."""
+    yield worker
+    delete_every_live_vm(client, sessions, worker.inventory)
 
 
 def _error(response: Any) -> dict[str, Any]:
@@ -217,7 +225,7 @@ def test_user_data_postgresql_cannot_hold_is_invalid_request(client: FlaskClient
 
 
 def test_a_deleted_vms_address_is_the_next_creates_and_a_compensated_create_holds_none(
-    client: FlaskClient, sessions: Any, worker: WorkerProcess, failpoint: Callable[[str, str], None]
+    client: FlaskClient, sessions: Any, tidy_worker: WorkerProcess, failpoint: Callable[[str, str], None]
 ) -> None:
     network(client, "pool", "198.51.100.0/29")
     made = [client.post("/v1/vms", json=vm_body(f"vm-{i}", networks=["pool"])) for i in range(3)]
@@ -247,7 +255,7 @@ def test_a_deleted_vms_address_is_the_next_creates_and_a_compensated_create_hold
     assert_usage_is_counted(sessions)  # and no NIC of a VM that holds no quota
 
 
-def test_a_network_can_be_deleted_once_its_vms_are(client: FlaskClient, worker: WorkerProcess) -> None:
+def test_a_network_can_be_deleted_once_its_vms_are(client: FlaskClient, tidy_worker: WorkerProcess) -> None:
     network(client, "short", "203.0.113.0/29")
     made = client.post("/v1/vms", json=vm_body("tenant", networks=["short"]))
     assert wait_for_task(client, made.headers["Location"])["status"] == "succeeded"
