@@ -64,6 +64,14 @@ class VmCreate(_Strict):
             "examples": [
                 {"name": "demo-1", "image": "tiny", "vcpus": 1, "memory_mib": 128, "disk_gib": 1},
                 {"name": "demo-2", "image": "tiny", "flavor": "small"},
+                {
+                    "name": "demo-3",
+                    "image": "tiny",
+                    "flavor": "small",
+                    "networks": ["backend", {"network": "frontend", "ip": "203.0.113.10"}],
+                    "key_name": "laptop",
+                    "user_data": "#cloud-config\nruncmd:\n  - echo hello > /dev/console\n",
+                },
             ]
         }
     )

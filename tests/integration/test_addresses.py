@@ -82,6 +82,7 @@ def test_thirty_concurrent_creates_fill_a_slash_27_and_the_next_is_refused_writi
     every_host = [str(ip) for ip in ipaddress.IPv4Network(net["cidr"]).hosts()]
     assert sorted(given, key=ipaddress.IPv4Address) == every_host  # 30 distinct, none outside
     assert client.get("/v1/networks/race").get_json()["in_use"] == 30
+    assert client.get("/v1/networks").get_json()["items"][0]["in_use"] == 30
 
     before = written(sessions)
     refused = client.post(
