@@ -14,7 +14,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 def create_app(config: Settings | None = None) -> Flask:
     """App factory: everything (engine, Celery producer) is built here, nothing at import time."""
-    from api.views import actions, docs, flavors, health, images, keypairs, project, tasks, vms
+    from api.views import actions, docs, flavors, health, images, keypairs, networks, project, tasks, vms
 
     settings = config or get_settings()
     app = Flask(__name__)
@@ -23,7 +23,7 @@ def create_app(config: Settings | None = None) -> Flask:
     Runtime.install(app, settings)
     register_error_handlers(app)
     # Every /v1 resource needs a token; health checks (and the API document) stay open.
-    protected = [vms.bp, tasks.bp, images.bp, flavors.bp, keypairs.bp, actions.bp, project.bp]
+    protected = [vms.bp, tasks.bp, images.bp, flavors.bp, keypairs.bp, networks.bp, actions.bp, project.bp]
     auth.install(app, protected)
     for blueprint in (health.bp, docs.bp, *protected):
         app.register_blueprint(blueprint)

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 _HTTP_HINTS = {
     404: "Check the path and the id; GET /v1/vms lists the VMs that exist.",
     405: "See the API table in docs/api.md for the methods each path takes.",
-    413: "Request bodies are limited to 64 KiB.",
+    413: "Request bodies are limited to 64 KiB (448 KiB for POST /v1/vms, for its user_data).",
     415: "Send the body as JSON with the header 'Content-Type: application/json'.",
 }
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from common.models import Flavor, Image, Keypair, Project, Task, TaskStep, Vm
+from common.ipam import Address
+from common.models import Flavor, Image, Keypair, Network, Project, Task, TaskStep, Vm
+from common.networks import size_of, usable_addresses
 from common.projects import limits_of, usage_of
 from common.tokens import Caller
 
@@ -14,7 +19,16 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def vm_json(vm: Vm, project: str) -> dict[str, Any]:
+def sha256_hex(text: str | None) -> str | None:
+    """The SHA-256 of a text's UTF-8 bytes, as PostgreSQL's `sha256(convert_to(text, 'UTF8'))` says it."""
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def vm_json(
+    vm: Vm, project: str, addresses: Sequence[Address], user_data_sha256: str | None
+) -> dict[str, Any]:
+    """A VM with its NICs (common/ipam.addresses_of, by position) and the digest of its user-data
+    (never the user-data itself: it may hold secrets, and the client has it)."""
     return {
         "id": str(vm.id),
         "name": vm.name,
@@ -26,6 +40,9 @@ def vm_json(vm: Vm, project: str) -> dict[str, Any]:
         "status": vm.status,
         "power_state": vm.power_state,
         "host": vm.host,
+        "addresses": [address.as_json() for address in addresses],
+        "key_name": vm.key_name,
+        "user_data_sha256": user_data_sha256,
         "created_at": _iso(vm.created_at),
         "updated_at": _iso(vm.updated_at),
     }
@@ -102,4 +119,20 @@ def project_json(project: Project, caller: Caller) -> dict[str, Any]:
         "limits": limits_of(project).as_dict(),
         "usage": usage_of(project).as_dict(),
         "token": {"id": str(caller.token_id), "name": caller.token_name, "role": str(caller.role)},
+    }
+
+
+def network_json(network: Network, in_use: int) -> dict[str, Any]:
+    """A network with how many addresses it has (`usable`: all but the network's and the broadcast)
+    and how many NICs hold one (`in_use`)."""
+    prefix = ipaddress.IPv4Network(network.cidr).prefixlen
+    return {
+        "id": str(network.id),
+        "name": network.name,
+        "cidr": str(network.cidr),
+        "prefix": prefix,
+        "size": size_of(prefix),
+        "usable": usable_addresses(prefix),
+        "in_use": in_use,
+        "created_at": _iso(network.created_at),
     }

@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.schemas import VmCreate
-from common import lifecycle, projects
+from api.presenters import sha256_hex
+from api.schemas import MAX_USER_DATA_BYTES, VmCreate
+from common import ipam, lifecycle, projects
 from common.errors import (
     Conflict,
     DiskTooSmall,
@@ -22,10 +23,13 @@ from common.errors import (
     QuotaExceeded,
     UnknownFlavor,
     UnknownImage,
+    UnknownKeypair,
+    UserDataTooLarge,
     VmBusy,
 )
+from common.ipam import Address
 from common.lifecycle import VmOp
-from common.models import Flavor, Image, Project, Task, Vm
+from common.models import Flavor, Image, Keypair, Project, Task, Vm
 from common.states import ACTIVE_TASK_STATUSES, TaskKind, VmStatus
 from common.tokens import Caller
 
@@ -54,15 +58,25 @@ def project_name(session: Session, vm: Vm, caller: Caller) -> str:
     return session.scalar(select(Project.name).where(Project.id == vm.project_id)) or ""
 
 
-def request_create(session: Session, body: VmCreate, caller: Caller) -> tuple[Vm, Task]:
+def request_create(session: Session, body: VmCreate, caller: Caller) -> tuple[Vm, Task, list[Address]]:
     """The VM and its create task in one statement (the hot path of the API): the VM's host is the
     image's host (its disk is an overlay on the image), read in the same statement, and the VM must
     fit in the project's quota, whose usage the same statement checks and takes. When it inserts
-    nothing, a second read says why: no such image, too small a disk, or the quota. A flavor is read
-    first, in the same transaction, and the VM and its task keep its sizes."""
+    nothing, a second read says why: no such image, too small a disk, or the quota. A flavor and a
+    keypair are read first, in the same transaction, and the VM keeps copies (its task the sizes);
+    the addresses are allocated after the VM row, in the same transaction too (common/ipam.py), so a
+    full network undoes the whole create. None of these reads happens unless the request asks."""
     sizes = body.sizes() if body.flavor is None else _flavor_sizes(session, body.flavor)
-    vm = lifecycle.new_vm(host="", project_id=caller.project_id, name=body.name, image=body.image, **sizes)
-    request = {**body.model_dump(exclude_none=True), **sizes}
+    digest = _user_data_sha256(body.user_data)
+    public_key = None if body.key_name is None else _public_key(session, body.key_name, caller)
+    vm = lifecycle.new_vm(
+        host="", project_id=caller.project_id, name=body.name, image=body.image,
+        user_data=body.user_data, key_name=body.key_name, public_key=public_key, **sizes,
+    )  # fmt: skip
+    # The task keeps what was asked but the user-data itself: the VM row holds it, the task its digest.
+    request = {**body.model_dump(exclude_none=True, exclude={"user_data"}), **sizes}
+    if digest is not None:
+        request["user_data_sha256"] = digest
     task = _new_task(TaskKind.CREATE_VM, vm, request, caller)
     for _attempt in range(3):
         try:
@@ -71,7 +85,8 @@ def request_create(session: Session, body: VmCreate, caller: Caller) -> tuple[Vm
             _raise_conflict(exc, body.name)
         if host is not None:
             vm.host = task.host = host
-            return vm, task
+            addresses = ipam.allocate(session, vm.id, caller.project_id, body.nics()) if body.networks else []
+            return vm, task, addresses
         _raise_unusable_image(session, body.image, vm.disk_gib)
         _raise_quota_exceeded(session, projects.Amounts(1, vm.vcpus, vm.memory_mib, vm.disk_gib), caller)
         # Neither: a delete in the project freed room between the two statements; try again.
@@ -83,6 +98,31 @@ def _flavor_sizes(session: Session, name: str) -> dict[str, int]:
     if flavor is None:
         raise UnknownFlavor(f"No flavor named {name!r}; GET /v1/flavors lists them.", flavor=name)
     return {"vcpus": flavor.vcpus, "memory_mib": flavor.memory_mib, "disk_gib": flavor.disk_gib}
+
+
+def _public_key(session: Session, name: str, caller: Caller) -> str:
+    key = session.scalar(
+        select(Keypair.public_key).where(Keypair.project_id == caller.project_id, Keypair.name == name)
+    )
+    if key is None:
+        raise UnknownKeypair(
+            f"No keypair named {name!r} in your project; GET /v1/keypairs lists them.", key_name=name
+        )
+    return key
+
+
+def _user_data_sha256(user_data: str | None) -> str | None:
+    """The digest of the user-data, once its size is known to be within the limit."""
+    if user_data is None:
+        return None
+    data = user_data.encode()
+    if len(data) > MAX_USER_DATA_BYTES:
+        raise UserDataTooLarge(
+            f"user_data is {len(data)} bytes as UTF-8; at most {MAX_USER_DATA_BYTES} are taken.",
+            max_bytes=MAX_USER_DATA_BYTES,
+            bytes=len(data),
+        )
+    return sha256_hex(user_data)
 
 
 def _raise_unusable_image(session: Session, name: str, disk_gib: int) -> None:

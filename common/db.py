@@ -8,9 +8,11 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
+
+from common.errors import NameTaken
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,3 +94,15 @@ def in_transaction(factory: sessionmaker[Session], retry_s: float, work: Callabl
             return work(session)
 
     return db_retrying(retry_s)(unit)
+
+
+def flush_named(session: Session, unique_constraint: str, what: str, name: str) -> None:
+    """Flush a new row whose name must be unique (by `unique_constraint`): PostgreSQL decides a race
+    between two requests for one name, and the loser gets 409 name_taken."""
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+        if constraint == unique_constraint:
+            raise NameTaken(f"A {what} named {name!r} already exists.", name=name) from exc
+        raise

@@ -45,6 +45,19 @@ def publish(celery: Celery, task: Task) -> bool:
     return True
 
 
+def publish_to_hosts(celery: Celery, name: str, args: list[str], hosts: Collection[str]) -> list[str]:
+    """Send task `name` with `args` to the queue of each of `hosts`; the hosts whose message the broker
+    refused. For work with no row of its own to re-send it from: the caller decides what a refusal means."""
+    failed = []
+    for host in hosts:
+        try:
+            celery.send_task(name, args=args, queue=host_queue(host), retry=True, retry_policy=_PUBLISH_RETRY)
+        except Exception as exc:  # any broker/transport failure, as in publish
+            log.warning("%s for host %s not queued (%s)", name, host, exc)
+            failed.append(host)
+    return failed
+
+
 def enqueue(celery: Celery, marks: QueuedMarks, task: Task) -> datetime | None:
     """Publish a committed task and note when, for `marks` to record. Returns that time, or None when
     the broker refused (the sweep sends it later)."""

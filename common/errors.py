@@ -40,6 +40,24 @@ class InvalidPublicKey(InvalidRequest):
     code = "invalid_public_key"
 
 
+class UnknownKeypair(InvalidRequest):
+    code = "unknown_keypair"
+
+
+class UnknownNetwork(InvalidRequest):
+    code = "unknown_network"
+
+
+class InvalidIp(InvalidRequest):
+    """An address asked for that is no host address of its network."""
+
+    code = "invalid_ip"
+
+
+class UserDataTooLarge(InvalidRequest):
+    code = "user_data_too_large"
+
+
 class Unauthenticated(IaasError):
     status = 401
     code = "unauthenticated"
@@ -78,6 +96,18 @@ class VmBusy(Conflict):
 
 class InvalidState(Conflict):
     code = "invalid_state"
+
+
+class NetworkInUse(Conflict):
+    code = "network_in_use"
+
+
+class NetworkFull(Conflict):
+    code = "network_full"
+
+
+class IpInUse(Conflict):
+    code = "ip_in_use"
 
 
 class ServiceUnavailable(IaasError):

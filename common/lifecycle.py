@@ -155,11 +155,15 @@ def _vm_cas(op: VmOp, *where: ColumnElement[bool], **new_values: Any) -> Any:
 # create was compensated (the row stays, in `error`, to show what happened).
 RELEASING_OPS = frozenset({VmOp.DELETED, VmOp.CANCEL_CREATE, VmOp.BUILD_FAILED})
 
+# The VM's NICs go in the same statement (common/ipam.py): its addresses return to the pool exactly
+# when its quota does, once.
 _RELEASE_QUOTA = text(
     """
     WITH released AS (
         UPDATE vms SET holds_quota = false WHERE id = :vm_id AND holds_quota
-        RETURNING project_id, vcpus, memory_mib, disk_gib
+        RETURNING id, project_id, vcpus, memory_mib, disk_gib
+    ), freed AS (
+        DELETE FROM nics USING released WHERE nics.vm_id = released.id
     )
     UPDATE projects
     SET used_instances = used_instances - 1, used_vcpus = used_vcpus - released.vcpus,
@@ -171,8 +175,8 @@ _RELEASE_QUOTA = text(
 
 
 def _after_move(session: Session, vm_id: uuid.UUID, op: VmOp) -> None:
-    """What a move implies besides the status: releasing the VM's quota, once (the flag it clears
-    makes a repeated or resumed release do nothing)."""
+    """What a move implies besides the status: releasing the VM's quota and its addresses, once (the
+    flag it clears makes a repeated or resumed release do nothing)."""
     if op in RELEASING_OPS:
         session.execute(_RELEASE_QUOTA, {"vm_id": vm_id})
 
@@ -252,9 +256,9 @@ _INSERT_VM_AND_TASK = text(
         SELECT host FROM images WHERE name = :image AND virtual_size_bytes <= :disk_bytes
     ), vm AS (
         INSERT INTO vms (id, project_id, name, image, vcpus, memory_mib, disk_gib, status, power_state,
-                         host, holds_quota, created_at, updated_at)
+                         host, holds_quota, created_at, updated_at, user_data, key_name, public_key)
         SELECT :vm_id, quota.id, :name, :image, :vcpus, :memory_mib, :disk_gib, :vm_status,
-               :power_state, host, true, :vm_created_at, :vm_created_at
+               :power_state, host, true, :vm_created_at, :vm_created_at, :user_data, :key_name, :public_key
         FROM image, quota
         RETURNING id, host
     )
@@ -288,6 +292,7 @@ def insert_vm_and_task(session: Session, vm: Vm, task: Task, *, disk_bytes: int)
         "power_state": str(vm.power_state), "vm_created_at": vm.created_at, "disk_bytes": disk_bytes,
         "task_id": task.id, "kind": str(task.kind), "task_status": str(task.status), "request": task.request,
         "requested_by": task.requested_by, "task_created_at": task.created_at,
+        "user_data": vm.user_data, "key_name": vm.key_name, "public_key": vm.public_key,
     }  # fmt: skip
     return session.execute(_INSERT_VM_AND_TASK, params).scalar()
 

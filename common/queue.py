@@ -21,7 +21,8 @@ TASK_NAMES: dict[str, str] = {
     TaskKind.RECONCILE: "iaas.reconcile",
 }
 SWEEP = "iaas.sweep"
-# Sent to every host's queue when a project network is deleted: each removes its libvirt network.
+# Sent to every host's queue once a network's delete is committed (common/networks.network_deleted),
+# with the network's id: the host's worker removes its libvirt network, if it has one.
 REMOVE_NETWORK = "iaas.remove_network"
 # Every worker also consumes this queue: work that needs no particular hypervisor (the sweeps), so
 # it runs as long as any worker lives.

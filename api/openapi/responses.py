@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import DnsLabel
+from api.schemas import IPV4_PATTERN, DnsLabel
+from common.networks import MAX_PREFIX, MIN_PREFIX
 from common.states import PowerState, StepStatus, TaskKind, TaskStatus, VmStatus
 
 
@@ -21,6 +22,15 @@ class _Answer(BaseModel):
     # Strict and closed: validating the presenters' JSON with these (in the tests) is as exacting as the
     # document's JSON Schema: "1" is no integer, and a key more or less fails.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Address(_Answer):
+    """A NIC of a VM and the address it holds (from the create's acceptance until the VM is deleted)."""
+
+    network: DnsLabel = Field(description="The network's name.")
+    network_id: uuid.UUID
+    mac: str = Field(pattern=r"^52:54:00(:[0-9a-f]{2}){3}$")
+    ip: str = Field(pattern=IPV4_PATTERN)
 
 
 class Vm(_Answer):
@@ -36,6 +46,12 @@ class Vm(_Answer):
     status: VmStatus = Field(description="`deleted` only in the answer to a DELETE that finished at once.")
     power_state: PowerState
     host: DnsLabel
+    addresses: list[Address] = Field(description="Its NICs, eth0 first.")
+    key_name: DnsLabel | None = Field(description="The keypair whose public key the guest was given.")
+    user_data_sha256: str | None = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="The SHA-256 of the user-data's UTF-8 bytes (the user-data is not shown back).",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -131,6 +147,26 @@ class Keypair(_Answer):
         description="As `ssh-keygen -l` prints it.",
     )
     created_at: datetime
+
+
+class Network(_Answer):
+    """An isolated IPv4 network of the caller's project."""
+
+    id: uuid.UUID
+    name: DnsLabel = Field(description="Unique in the project.")
+    cidr: str = Field(pattern=r"^[0-9.]+/[0-9]{2}$", examples=["198.51.100.0/24"])
+    prefix: int = Field(ge=MIN_PREFIX, le=MAX_PREFIX)
+    size: int = Field(ge=8, description="Addresses in the network.")
+    usable: int = Field(ge=6, description="Addresses VMs can have: all but the network's and the broadcast.")
+    in_use: int = Field(ge=0, description="Addresses VMs hold.")
+    created_at: datetime
+
+
+class NetworkPage(_Answer):
+    """A page of networks, oldest first; pass `next_cursor` back as `cursor` for the next one."""
+
+    items: list[Network]
+    next_cursor: str | None
 
 
 class VmPage(_Answer):

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from api.openapi import responses as out
 from api.openapi.page import ASSETS
-from api.schemas import ConsoleQuery, PowerAction, VmCreate, VmListQuery
+from api.schemas import ConsoleQuery, NetworkCreate, NetworkListQuery, PowerAction, VmCreate, VmListQuery
 from api.views.actions import ReconcileRequest
 from api.views.keypairs import KeypairCreate
 from common.names import DNS_LABEL_PATTERN
@@ -79,9 +79,14 @@ ERROR_WHEN = {
     503: "`database_unavailable`: PostgreSQL cannot be reached; retry.",
 }
 CREATE_400 = (
-    f"{ERROR_WHEN[400]} `invalid_request` also when the body has both `flavor` and sizes, or neither; "
+    f"{ERROR_WHEN[400]} `invalid_request` also when the body has both `flavor` and sizes, or neither, "
+    "or names a network twice; "
     "`unknown_flavor`: no flavor of that name; `unknown_image`: no image of that name; "
-    "`disk_too_small`: `disk_gib` is below the image's size (`details.minimum_disk_gib`)."
+    "`disk_too_small`: `disk_gib` is below the image's size (`details.minimum_disk_gib`); "
+    "`unknown_network`, `unknown_keypair`: the project has none of that name or id (`details.network`, "
+    "`details.key_name`); `invalid_ip`: the `ip` asked for is no host address of its network "
+    "(`details.first`, `details.last`); `user_data_too_large`: over 64 KiB as UTF-8 "
+    "(`details.max_bytes`, `details.bytes`)."
 )
 KEYPAIR_400 = (
     f"{ERROR_WHEN[400]} `invalid_public_key`: not one OpenSSH public key line of an accepted type "
@@ -90,7 +95,28 @@ KEYPAIR_400 = (
 KEYPAIR_404 = "`not_found`: no keypair of that name in the caller's project."
 # A name that is no DNS label names nothing: 404, as for an unknown one.
 NAME = {"name": {"type": "string", "pattern": DNS_LABEL_PATTERN, "maxLength": 63}}
-CREATE_409 = "`name_taken`: a live VM of the project already has that name (`details.name`)."
+CREATE_409 = (
+    "`name_taken`: a live VM of the project already has that name (`details.name`); `ip_in_use`: the "
+    "`ip` asked for is another NIC's (`details.network`, `details.ip`); `network_full`: a network has no "
+    "free address (`details.network`, `details.cidr`). Nothing is recorded then."
+)
+CREATE_413 = (
+    "`request_entity_too_large`: the body is over 448 KiB (room for 64 KiB of user-data, however JSON "
+    "escapes it)."
+)
+NETWORK_400 = (
+    f"{ERROR_WHEN[400]} `invalid_request` also for a `cidr` that is no IPv4 network, has host bits set "
+    "(`details.network` is the one to use), or a prefix outside /16 to /29, and for a `name` shaped like "
+    "a UUID (`details.fields` names the field)."
+)
+NETWORK_404 = "`not_found`: no network of that id or name in the caller's project."
+# A network by its id or its name: both are DNS labels (a UUID is one); anything else names nothing.
+NETWORK_REF = {"reference": {"type": "string", "pattern": DNS_LABEL_PATTERN, "maxLength": 63}}
+NETWORK_LOCATION = {
+    "description": "The network's address: `/v1/networks/<id>`.",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^/v1/networks/[0-9a-f-]{36}$"},
+}
 
 
 def errors(*statuses: int, **when: str) -> dict[int, Reply]:
@@ -114,6 +140,13 @@ def vm_links(vm_id: str) -> dict[str, dict[str, Any]]:
             f"{action.title()}Vm": link(f"{action}_vm", f"{action.title()} the VM.", vm_id=vm_id)
             for action in ("start", "stop", "reboot")
         },
+    }
+
+
+def network_links(network_id: str) -> dict[str, dict[str, Any]]:
+    return {
+        "GetNetwork": link("get_network", "Read the network.", reference=network_id),
+        "DeleteNetwork": link("delete_network", "Delete the network.", reference=network_id),
     }
 
 
@@ -162,11 +195,13 @@ def _power(action: str, summary: str) -> Route:
 ROUTES: tuple[Route, ...] = (
     Route(
         "POST", "/v1/vms", "vms.create_vm", "vms", "Ask for a VM",
-        {202: ACCEPTED_VM, **errors(*TASK_REQUEST, 409, e400=CREATE_400, e409=CREATE_409)},
+        {202: ACCEPTED_VM,
+         **errors(*TASK_REQUEST, 409, e400=CREATE_400, e409=CREATE_409, e413=CREATE_413)},
         body=VmCreate, idempotency_key=True,
         description="The VM is built on its image's host; poll the task at `Location` until it has finished. "
         "Its size is a flavor's (`flavor`) or given in full (`vcpus`, `memory_mib`, `disk_gib`): one or the "
-        "other, not both.",
+        "other, not both. `networks` gives it NICs, in order, with the lowest free address of each network "
+        "or the `ip` asked for; the answer shows them in `addresses` already.",
     ),
     Route(
         "GET", "/v1/vms", "vms.list_vms", "vms", "List the VMs",
@@ -248,6 +283,34 @@ ROUTES: tuple[Route, ...] = (
         "DELETE", "/v1/keypairs/{name}", "keypairs.delete_keypair", "keypairs", "Delete a keypair",
         {204: Reply("Deleted.", media_types=()), **errors(404, 503, e404=KEYPAIR_404)},
         path_params=NAME,
+    ),
+    Route(
+        "POST", "/v1/networks", "networks.create_network", "networks", "Add an isolated IPv4 network",
+        {201: Reply("The network.", out.Network, headers={"Location": NETWORK_LOCATION},
+                    links=network_links("$response.body#/id")),
+         **errors(400, 409, 413, 415, 503, e400=NETWORK_400,
+                  e409="`name_taken`: the project has a network of that name (`details.name`).")},
+        body=NetworkCreate,
+    ),
+    Route(
+        "GET", "/v1/networks", "networks.list_networks", "networks", "List the project's networks",
+        {200: Reply("A page of the caller's project's networks, oldest first.", out.NetworkPage),
+         **errors(400, 503)},
+        query=NetworkListQuery,
+    ),
+    Route(
+        "GET", "/v1/networks/{reference}", "networks.get_network", "networks", "Read a network",
+        {200: Reply("The network.", out.Network), **errors(404, 503, e404=NETWORK_404)},
+        path_params=NETWORK_REF, description="`reference` is the network's id or its name.",
+    ),
+    Route(
+        "DELETE", "/v1/networks/{reference}", "networks.delete_network", "networks", "Delete a network",
+        {204: Reply("Deleted.", media_types=()),
+         **errors(404, 409, 503, e404=NETWORK_404,
+                  e409="`network_in_use`: VMs have NICs on it (`details.vm_ids`); delete them first.")},
+        path_params=NETWORK_REF,
+        description="`reference` is the network's id or its name. Each host's worker is then asked to "
+        "remove its libvirt network.",
     ),
     Route(
         "GET", "/healthz", "health.healthz", "health", "Liveness: the process answers",

@@ -7,7 +7,6 @@ from flask import Blueprint, jsonify, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from api.auth import caller
 from api.keypairs import MAX_PUBLIC_KEY_CHARS, parse_public_key
@@ -15,7 +14,8 @@ from api.presenters import keypair_json
 from api.runtime import db
 from api.schemas import DnsLabel
 from api.views.body import json_object
-from common.errors import NameTaken, NotFound
+from common.db import flush_named
+from common.errors import NotFound
 from common.models import Keypair
 from common.names import is_dns_label
 
@@ -52,13 +52,7 @@ def create_keypair() -> ResponseReturnValue:
         project_id=caller().project_id, name=body.name, public_key=key.line, fingerprint=key.fingerprint
     )
     session.add(keypair)
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-        if constraint == _NAME_UNIQUE:
-            raise NameTaken(f"A keypair named {body.name!r} already exists.", name=body.name) from exc
-        raise
+    flush_named(session, _NAME_UNIQUE, "keypair", body.name)
     session.refresh(keypair)
     shown = keypair_json(keypair)
     session.commit()

@@ -50,7 +50,7 @@ def pool(tmp_path: Path, database: str) -> Iterator[dict[str, str]]:
     }
     engine = create_engine(database)
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE task_steps, tasks, vms, images CASCADE"))
+        connection.execute(text("TRUNCATE task_steps, tasks, nics, vms, images CASCADE"))
     yield env
     for volume in virsh("vol-list", "--pool", name, check=False).stdout.split():
         if volume.endswith(".qcow2"):
@@ -58,7 +58,7 @@ def pool(tmp_path: Path, database: str) -> Iterator[dict[str, str]]:
     virsh("pool-destroy", name, check=False)
     virsh("pool-undefine", name, check=False)
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE task_steps, tasks, vms, images CASCADE"))
+        connection.execute(text("TRUNCATE task_steps, tasks, nics, vms, images CASCADE"))
     engine.dispose()
 
 

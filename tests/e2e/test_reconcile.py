@@ -114,7 +114,7 @@ def purge(sessions: Any) -> None:
             virsh("net-destroy", network, check=False)
             virsh("net-undefine", network, check=False)
     with transaction(sessions) as session:
-        session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys CASCADE"))
+        session.execute(text("TRUNCATE task_steps, tasks, nics, vms, idempotency_keys CASCADE"))
         zero_usage(session)
 
 

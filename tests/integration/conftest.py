@@ -39,14 +39,16 @@ def settings(run_dir: Path) -> Settings:
 
 @pytest.fixture(autouse=True)
 def clean_tables(request: pytest.FixtureRequest) -> None:
-    """Each test starts from empty tables plus the `tiny` image (committed: real workers read them);
-    projects and their tokens stay."""
+    """Each test starts from empty tables (networks and NICs too) plus the `tiny` image (committed:
+    real workers read them); projects and their tokens stay."""
     if "sessions" not in request.fixturenames and "client" not in request.fixturenames:
         return
     sessions = request.getfixturevalue("sessions")
     settings: Settings = request.getfixturevalue("settings")
     with transaction(sessions) as session:
-        session.execute(text("TRUNCATE task_steps, tasks, vms, images, flavors, keypairs CASCADE"))
+        session.execute(
+            text("TRUNCATE task_steps, tasks, nics, vms, images, flavors, keypairs, networks CASCADE")
+        )
         zero_usage(session)
         session.add(tiny_image(settings.host))
 

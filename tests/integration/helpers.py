@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from common.models import Vm
+from common.states import VmStatus
 from tests.support.invariants import assert_hypervisor_matches_database, owned_domains, owned_volumes
 from tests.support.polling import poll
 
 __all__ = [
     "assert_hypervisor_matches_database",
+    "delete_every_live_vm",
     "owned_domains",
     "owned_volumes",
     "running_vm",
@@ -37,3 +41,15 @@ def wait_for_task(client: FlaskClient, location: str, timeout: float = 30) -> di
         return task if task["status"] in TERMINAL else None
 
     return poll(finished, timeout=timeout, what=f"task {location} to finish")
+
+
+def delete_every_live_vm(client: FlaskClient, sessions: Any, inventory: Any) -> None:
+    """Delete the test's VMs through the API (its worker destroys them), so that the session's worker
+    hands the next test an empty hypervisor; then hold the two to the invariants. `inventory` is the
+    worker's (WorkerProcess.inventory), called once they are gone."""
+    with sessions() as session:
+        live = session.scalars(select(Vm.id).where(Vm.status != VmStatus.DELETED)).all()
+    for vm_id in live:
+        deleted = client.delete(f"/v1/vms/{vm_id}")
+        assert wait_for_task(client, deleted.headers["Location"])["status"] == "succeeded"
+    assert_hypervisor_matches_database(sessions, inventory())

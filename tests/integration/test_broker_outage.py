@@ -88,7 +88,7 @@ def test_a_task_committed_by_an_api_that_died_before_queueing_is_sent_by_the_swe
     """The API commits the rows, then dies before publishing: only the database knows of the task."""
     with transaction(sessions) as session:  # exactly what POST /v1/vms commits, and no publish after
         body = VmCreate.model_validate(vm_body("orphaned", image="tiny-outage"))
-        vm, task = request_create(session, body, caller_for(settings.database_url))
+        vm, task, _addresses = request_create(session, body, caller_for(settings.database_url))
         location = f"/v1/tasks/{task.id}"
     worker = start_worker(settings, tmp_path)
     beat = start_beat(settings, tmp_path)

@@ -15,16 +15,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from api import create_app
 from common import hosts
 from common.db import transaction
-from common.models import Vm
-from common.states import VmStatus
 from common.tokens import Role
-from tests.integration.helpers import assert_hypervisor_matches_database, running_vm, vm_body, wait_for_task
+from tests.integration.helpers import delete_every_live_vm, running_vm, vm_body, wait_for_task
 from tests.support.processes import WorkerProcess
 from tests.support.tokens import api_client
 
@@ -45,12 +42,7 @@ def host_worker(worker: WorkerProcess, client: FlaskClient, sessions: Any) -> It
     record()
     yield worker
     record()
-    with sessions() as session:
-        live = session.scalars(select(Vm.id).where(Vm.status != VmStatus.DELETED)).all()
-    for vm_id in live:
-        deleted = client.delete(f"/v1/vms/{vm_id}")
-        assert wait_for_task(client, deleted.headers["Location"])["status"] == "succeeded"
-    assert_hypervisor_matches_database(sessions, worker.inventory())
+    delete_every_live_vm(client, sessions, worker.inventory)
 
 
 def write_log(worker: WorkerProcess, vm_id: str, data: bytes) -> Path:

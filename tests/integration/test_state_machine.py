@@ -66,7 +66,7 @@ class VmLifecycle(RuleBasedStateMachine):
         assert ENV is not None
         self.env = ENV
         with transaction(self.env.sessions) as session:
-            session.execute(text("TRUNCATE task_steps, tasks, vms, idempotency_keys CASCADE"))
+            session.execute(text("TRUNCATE task_steps, tasks, nics, vms, idempotency_keys CASCADE"))
             zero_usage(session)
             session.execute(delete(Failpoint))
         self.restart_worker()  # a fresh, empty hypervisor for every example
@@ -195,7 +195,9 @@ def test_database_and_hypervisor_agree_under_random_faults(
     global ENV
     model_settings = driver_settings(run_dir, HOST, task_lease_s=1, sweep_interval_s=0.5, outbox_grace_s=0)
     with transaction(sessions) as session:
-        session.execute(text("TRUNCATE task_steps, tasks, vms, images CASCADE"))  # no foreign key from vms
+        session.execute(
+            text("TRUNCATE task_steps, tasks, nics, vms, images CASCADE")
+        )  # no foreign key from vms
         zero_usage(session)
         session.add(tiny_image(HOST, name="tiny-model"))
     app = create_app(model_settings)

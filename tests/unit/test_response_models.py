@@ -4,6 +4,7 @@ Hypothesis makes, the JSON the API would send validates (every key there, none m
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,9 +16,20 @@ from pydantic import ValidationError
 
 from api.keypairs import KEY_TYPES
 from api.openapi import responses as out
-from api.presenters import flavor_json, image_json, keypair_json, project_json, task_json, vm_json
-from common.models import Flavor, Image, Keypair, Project, Task, TaskStep, Vm
+from api.presenters import (
+    flavor_json,
+    image_json,
+    keypair_json,
+    network_json,
+    project_json,
+    sha256_hex,
+    task_json,
+    vm_json,
+)
+from common.ipam import Address, random_mac
+from common.models import Flavor, Image, Keypair, Network, Project, Task, TaskStep, Vm
 from common.names import DNS_LABEL_PATTERN
+from common.networks import MAX_PREFIX, MIN_PREFIX
 from common.states import PowerState, StepStatus, TaskKind, TaskStatus, VmStatus
 from common.tokens import Caller, Role
 
@@ -35,8 +47,29 @@ errors = st.fixed_dictionaries({"code": st.text(min_size=1), "message": st.text(
 vms = st.builds(
     Vm, id=st.uuids(), name=labels, image=labels, vcpus=st.integers(1, 64), memory_mib=st.integers(64, 2**19),
     disk_gib=st.integers(1, 2**14), status=st.sampled_from(VmStatus), power_state=st.sampled_from(PowerState),
-    host=labels, created_at=times, updated_at=times,
+    host=labels, created_at=times, updated_at=times, key_name=st.none() | labels,
+    user_data=st.none() | st.text(max_size=50),
 )  # fmt: skip
+addresses = st.lists(
+    st.builds(
+        Address, position=st.integers(0, 7), network=labels, network_id=st.uuids(),
+        mac=st.builds(random_mac), ip=st.ip_addresses(v=4).map(str),
+    ),
+    max_size=8,
+)  # fmt: skip
+networks = st.builds(
+    lambda network_id, name, address, prefix, created_at: Network(
+        id=network_id, name=name, created_at=created_at,
+        cidr=str(ipaddress.IPv4Network((address, prefix), strict=False)),
+    ),
+    st.uuids(), labels, st.ip_addresses(v=4), st.integers(MIN_PREFIX, MAX_PREFIX), times,
+)  # fmt: skip
+
+
+def shown_vm(vm: Vm, project: str, nics: list[Address] | None = None) -> dict[str, Any]:
+    return vm_json(vm, project, nics or [], sha256_hex(vm.user_data))
+
+
 steps = st.builds(
     TaskStep, name=st.text(min_size=1, max_size=20), status=st.sampled_from(StepStatus),
     error=st.none() | st.text(), undo_error=st.none() | st.text(),
@@ -91,15 +124,27 @@ callers = st.builds(
 )  # fmt: skip
 
 
-@given(vms, labels, tasks)
-def test_a_vm_and_its_task_as_the_api_shows_them(vm: Vm, project: str, task: Task) -> None:
-    assert out.Vm.model_validate_json(as_sent(vm_json(vm, project))).id == vm.id
+@given(vms, labels, tasks, addresses)
+def test_a_vm_and_its_task_as_the_api_shows_them(
+    vm: Vm, project: str, task: Task, nics: list[Address]
+) -> None:
+    shown = out.Vm.model_validate_json(as_sent(shown_vm(vm, project, nics)))
+    assert shown.id == vm.id and [address.ip for address in shown.addresses] == [nic.ip for nic in nics]
     assert out.Task.model_validate_json(as_sent(task_json(task))).steps == [
         out.TaskStep.model_validate_json(as_sent(step)) for step in task_json(task)["steps"]
     ]
-    out.VmAccepted.model_validate_json(as_sent({"vm": vm_json(vm, project), "task": task_json(task)}))
+    out.VmAccepted.model_validate_json(as_sent({"vm": shown_vm(vm, project), "task": task_json(task)}))
     out.TaskAccepted.model_validate_json(as_sent({"task": task_json(task)}))
-    out.VmPage.model_validate_json(as_sent({"items": [vm_json(vm, project)], "next_cursor": None}))
+    out.VmPage.model_validate_json(as_sent({"items": [shown_vm(vm, project)], "next_cursor": None}))
+
+
+@given(networks, st.integers(0, 2**16))
+def test_a_network_as_the_api_shows_it(network: Network, in_use: int) -> None:
+    shown = out.Network.model_validate_json(as_sent(network_json(network, in_use)))
+    assert shown.usable == shown.size - 2 and shown.cidr == network.cidr
+    out.NetworkPage.model_validate_json(
+        as_sent({"items": [network_json(network, in_use)], "next_cursor": None})
+    )
 
 
 @given(projects, callers)
@@ -126,7 +171,7 @@ def test_a_keypair_as_the_api_shows_it(keypair: Keypair) -> None:
 
 @given(vms, st.sampled_from(["host", "created_at", "status", "project"]))
 def test_a_key_more_or_less_than_the_model_has_fails(vm: Vm, key: str) -> None:
-    shown = vm_json(vm, "a-project")
+    shown = shown_vm(vm, "a-project")
     with pytest.raises(ValidationError):
         out.Vm.model_validate_json(as_sent({**shown, "owner": "p"}))
     with pytest.raises(ValidationError):
