@@ -86,7 +86,7 @@ def as_id(reference: str) -> uuid.UUID | None:
 
 def network_deleted(celery: Celery, hosts: list[str], network_id: uuid.UUID) -> None:
     """After a network's delete is committed: ask the worker of every host to remove its libvirt
-    network (`mini_iaas.remove_network`, the id as its one argument; a host that never had it has
+    network (`iaas.remove_network`, the id as its one argument; a host that never had it has
     nothing to do). A message the broker refuses is logged and not re-sent: the network is gone from
     the database either way, and what is left on a host is an isolated bridge no VM can be put on."""
     failed = publish_to_hosts(celery, REMOVE_NETWORK, [str(network_id)], hosts)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ from api import create_app
 from common.config import Settings
 from common.db import transaction
 from common.models import Image
+from common.networks import network_deleted
+from common.queue import make_celery
 from common.tokens import Role
+from tests.support.invariants import host_networks
+from tests.support.polling import poll
 from tests.support.processes import WorkerProcess, start_worker
 from tests.support.testdriver import TEST_NODE_XML, driver_settings, tiny_image
 from tests.support.tokens import api_client, bearer, token_for, zero_usage
@@ -51,6 +56,22 @@ def clean_tables(request: pytest.FixtureRequest) -> None:
         )
         zero_usage(session)
         session.add(tiny_image(settings.host))
+    if "worker" in request.fixturenames:
+        remove_stale_networks(request.getfixturevalue("worker"), settings)
+
+
+def remove_stale_networks(worker: WorkerProcess, settings: Settings) -> None:
+    """The session's worker keeps its (in-memory) libvirt between tests, and the networks of earlier
+    tests are gone from the database now: have it remove their libvirt networks the way a deleted
+    network's are removed (iaas.remove_network), so the next leak check starts from a clean host."""
+    stale = host_networks(worker.inventory(), settings.host)
+    if not stale:
+        return
+    celery = make_celery(settings)
+    for network_id in stale.values():
+        network_deleted(celery, [settings.host], uuid.UUID(network_id))
+    poll(lambda: True if not host_networks(worker.inventory(), settings.host) else None,
+         timeout=30, what="the worker to remove the earlier tests' networks")  # fmt: skip
 
 
 @pytest.fixture

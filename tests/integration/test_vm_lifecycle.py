@@ -11,12 +11,21 @@ from flask.testing import FlaskClient
 from tests.integration.helpers import owned_domains, owned_volumes, vm_body, wait_for_task
 from tests.support.processes import WorkerProcess
 
-CREATE_STEPS = ["claim_vm", "create_volume", "define_domain", "start_domain", "mark_running"]
+CREATE_STEPS = [
+    "claim_vm",
+    "create_volume",
+    "create_seed",
+    "ensure_networks",
+    "define_domain",
+    "start_domain",
+    "mark_running",
+]
 DESTROY_STEPS = [
     "claim_vm",
     "stop_domain",
     "undefine_domain",
     "delete_volume",
+    "delete_seed",
     "delete_console_log",
     "mark_deleted",
 ]
@@ -50,7 +59,7 @@ def test_create_list_get_delete(client: FlaskClient, worker: WorkerProcess) -> N
     [domain] = owned_domains(inventory, vm["id"])
     assert domain["uuid"] == vm["id"] and domain["owner_vm_id"] == vm["id"] and domain["active"]
     assert domain["name"] == f"iaas-web-1-{vm['id'].replace('-', '')[:8]}"
-    assert owned_volumes(inventory, vm["id"]) == [f"vm-{vm['id']}.qcow2"]
+    assert owned_volumes(inventory, vm["id"]) == [f"seed-{vm['id']}.iso", f"vm-{vm['id']}.qcow2"]
 
     task = delete(client, vm["id"])
     assert task["status"] == "succeeded", task["error"]
@@ -100,13 +109,15 @@ def test_failure_at_a_late_create_step_leaves_nothing_behind(
     assert {name: s["status"] for name, s in steps.items()} == {
         "claim_vm": "undone",
         "create_volume": "undone",
+        "create_seed": "undone",
+        "ensure_networks": "undone",
         "define_domain": "undone",
         "start_domain": "undone",
         "mark_running": "failed",
     }
     assert "FailpointTriggered" in steps["mark_running"]["error"]
-    undo_order = sorted(CREATE_STEPS[:4], key=lambda name: steps[name]["finished_at"])
-    assert undo_order == list(reversed(CREATE_STEPS[:4]))
+    undo_order = sorted(CREATE_STEPS[:-1], key=lambda name: steps[name]["finished_at"])
+    assert undo_order == list(reversed(CREATE_STEPS[:-1]))
     got = client.get(f"/v1/vms/{vm['id']}").get_json()
     assert got["status"] == "error"
 
