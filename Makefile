@@ -45,14 +45,16 @@ services: deps secrets ## Start PostgreSQL, Redis (with its password), virtlogd 
 # The venv installs the exact versions (and hashes) of $(LOCK), never "whatever is newest".
 # pip, setuptools, wheel and packaging come first, at their locked versions, because the packages
 # that PyPI has only as source (psycopg2, libvirt-python) and mini-iaas itself are then built with
-# them, without build isolation (which would fetch the newest setuptools instead).
+# them, without build isolation (which would fetch the newest setuptools instead). The lock holds the
+# `dev` and `worker` extras: this venv runs every process. (An API-only install, `pip install .`,
+# needs no libvirt headers: Dockerfile's api image, scripts/check-install.sh.)
 $(STAMP_VENV): pyproject.toml $(LOCK)
 	@echo "==> creating $(VENV) and installing mini-iaas with the versions pinned in $(notdir $(LOCK))"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@awk '/^[a-z]/ { keep = $$1 ~ /^(pip|setuptools|wheel|packaging)==/ } keep' $(LOCK) > $(VENV)/build-tools.txt
 	@$(VENV)/bin/pip install -q --require-hashes --no-deps -r $(VENV)/build-tools.txt
 	@$(VENV)/bin/pip install -q --require-hashes --no-build-isolation -r $(LOCK)
-	@$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	@$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e '.[dev,worker]'
 	@$(VENV)/bin/pip check >/dev/null || $(VENV)/bin/pip check
 	@touch $@
 
@@ -70,8 +72,8 @@ lock: ## Re-resolve requirements.lock to the newest versions pyproject.toml allo
 	@test -x $(LOCK_VENV)/bin/python || $(LOCK_PYTHON) -m venv $(LOCK_VENV)
 	@{ grep -E '^[a-z0-9]' $(LOCK) 2>/dev/null || true; } | cut -d' ' -f1 > $(LOCK_VENV)/constraints.txt
 	@$(LOCK_VENV)/bin/pip install -q -c $(LOCK_VENV)/constraints.txt pip "pip-tools>=7.4,<8"
-	@echo "==> resolving pyproject.toml (dev extra, build requirements) with Python $$($(LOCK_PYTHON) -V | cut -d' ' -f2) into $(notdir $(LOCK))"
-	@CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q $(LOCK_UPGRADE) --extra dev --all-build-deps \
+	@echo "==> resolving pyproject.toml (dev and worker extras, build requirements) with Python $$($(LOCK_PYTHON) -V | cut -d' ' -f2) into $(notdir $(LOCK))"
+	@CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q $(LOCK_UPGRADE) --extra dev --extra worker --all-build-deps \
 		--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
 		--output-file $(LOCK) pyproject.toml
 	@echo "==> done: review 'git diff $(notdir $(LOCK))', run 'make venv' and the tests, then commit it"

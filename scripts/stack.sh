@@ -33,8 +33,8 @@ command_for() {
     case $1 in
     api) echo "$venv/bin/gunicorn -c $root/api/gunicorn_config.py --bind $api_bind api:create_app()" ;;
     worker) echo "$venv/bin/celery -A worker.celery_app worker --pool threads --hostname worker@%h --loglevel INFO" ;;
-    beat) echo "$venv/bin/celery -A worker.celery_app beat --schedule $beat_dir/celerybeat-schedule --loglevel INFO" ;;
-    flower) echo "$venv/bin/celery -A worker.celery_app flower --conf=$root/worker/flower_config.py --address=127.0.0.1 --port=$flower_port" ;;
+    beat) echo "$venv/bin/celery -A common.celery_app beat --schedule $beat_dir/celerybeat-schedule --loglevel INFO" ;;
+    flower) echo "$venv/bin/celery -A common.celery_app flower --conf=$root/worker/flower_config.py --address=127.0.0.1 --port=$flower_port" ;;
     events) echo "$venv/bin/iaas-events" ;;
     esac
 }

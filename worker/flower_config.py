@@ -1,4 +1,4 @@
-"""Flower's options file (`celery -A worker.celery_app flower --conf=worker/flower_config.py`, as
+"""Flower's options file (`celery -A common.celery_app flower --conf=worker/flower_config.py`, as
 scripts/stack.sh starts it). Flower executes it: basic auth from IAAS_SECRETS_DIR/flower (one line,
 `user:password`), so the credentials appear neither on Flower's command line nor in its environment.
 Without that file Flower refuses to start rather than run open."""

@@ -138,7 +138,7 @@ class BeatProcess:
 
 def start_beat(settings: Settings, log_dir: Path) -> BeatProcess:
     args = [
-        "-m", "celery", "-A", "worker.celery_app", "beat",
+        "-m", "celery", "-A", "common.celery_app", "beat",
         "--schedule", str(log_dir / f"beat-{uuid.uuid4().hex[:6]}"), "--loglevel", "INFO",
     ]  # fmt: skip
     return BeatProcess(spawn(args, settings, log_dir / "beat.log"))
