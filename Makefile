@@ -27,7 +27,7 @@ ifneq ($(IAAS_DOMAIN_TYPE),)
 export IAAS_DOMAIN_TYPE
 endif
 
-.PHONY: help access up down status logs test lint docs migrate deps secrets services venv lock check-install image unit clean _stack-up _pytest
+.PHONY: help access up down status logs test lint docs migrate deps secrets compose-secrets services venv lock check-install image unit clean _stack-up _pytest
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ deps: ## Install the missing Debian packages (PostgreSQL, Redis, libvirt, qemu, 
 secrets: deps ## Create the service user and generate the passwords once, into .run/secrets
 	@scripts/ensure-service-user.sh
 	@scripts/ensure-secrets.sh
+
+compose-secrets: ## Generate docker-compose.yml's passwords once, into .run/compose-secrets (docs/deploy.md)
+	@IAAS_SECRETS_DIR=$(RUN_DIR)/compose-secrets scripts/ensure-secrets.sh --compose
 
 services: deps secrets ## Start PostgreSQL, Redis (with its password), virtlogd and libvirtd when they are down
 	@scripts/start-services.sh

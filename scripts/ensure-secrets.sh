@@ -4,7 +4,14 @@
 # auth, one line `user:password`). The folder is 0700 and its files 0600, owned by the service user
 # (IAAS_SERVICE_USER) so that the processes running as that user can read them; root reads them anyway.
 # An existing secret is kept; to rotate one, see docs/operations.md.
+#
+# --compose: the secrets of docker-compose.yml (`make compose-secrets`: .run/compose-secrets). Compose
+# bind-mounts each file into the containers that name it, keeping its owner and mode, and the
+# containers' users (postgres, redis, mini-iaas, root) differ: there the files are 0644, readable in
+# the containers that mount them, and the folder stays 0700, closed to the host's other users.
 set -euo pipefail
+compose=0
+[[ ${1:-} == --compose ]] && compose=1
 dir=${IAAS_SECRETS_DIR:?IAAS_SECRETS_DIR must be set (the Makefile sets it)}
 user=${IAAS_SERVICE_USER:-mini-iaas}
 
@@ -32,6 +39,10 @@ keep_or_make redis
 keep_or_make flower admin:
 
 chmod 0700 "$dir"
+if ((compose)); then
+    chmod 0644 "$dir/postgres" "$dir/redis" "$dir/flower"
+    exit 0
+fi
 find "$dir" -maxdepth 1 -type f -exec chmod 0600 {} +
 # The service user owns the folder and the three passwords its processes read -- and nothing else:
 # the admin token (`make access`) stays root's, so a compromised API cannot take an admin's rights.

@@ -17,6 +17,8 @@ packages=(
     curl                                         # stack.sh's readiness check and the README walk-through
     acl                                          # stack.sh: let the service user pass a closed folder above the checkout
     openssh-client                               # ssh-keygen: the tests hold keypair fingerprints against it
+    docker-compose                               # the tests validate docker-compose.yml with Debian's Compose (1.29)
+    systemd logrotate                            # the tests check deploy/ with systemd-analyze verify and logrotate -d
 )
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]; }
