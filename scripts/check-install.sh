@@ -7,6 +7,7 @@
 # this checkout's tracked files into it (as they are in the work tree, uncommitted edits included;
 # untracked and ignored files such as .venv stay out), and runs there, with a clean environment:
 #     apt-get install make python3      (--no-install-recommends: nothing more than asked for)
+#     pip install . in a venv        (the API-only install: no libvirt headers, no worker extra)
 #     make deps && make venv
 #     make deps                         (again: it must be idempotent)
 # then proves the venv works: the key imports, the installed versions equal requirements.lock,
@@ -224,6 +225,28 @@ in_chroot=(chroot "$root" /usr/bin/env -i -C "$project_dir" "${chroot_env[@]}" /
 log "apt-get install make python3 (in the chroot)"
 logged "${in_chroot[@]}" 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends make python3' \
     || die "apt-get install make python3 failed in the chroot"
+
+# Before `make deps` brings libvirt's headers: the API-only install (no `worker` extra), as the
+# Dockerfile's api image makes it, must need no libvirt at all -- nothing of it is installed yet, so
+# a build of libvirt-python would fail here. The lock's versions are its constraints.
+log "API-only install: pip install . without libvirt's headers (in the chroot)"
+# shellcheck disable=SC2016  # expanded inside the chroot
+logged "${in_chroot[@]}" '
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv python3-dev gcc libpq-dev
+if dpkg-query -W -f="\${db:Status-Abbrev}" libvirt-dev 2>/dev/null | grep -q "^ii"; then
+    echo "libvirt-dev is installed already: the API-only install would prove nothing" >&2; exit 1
+fi
+grep -E "^[a-z0-9]" requirements.lock | cut -d" " -f1 > /tmp/constraints.txt
+python3 -m venv /tmp/api-venv
+PIP_CONSTRAINT=/tmp/constraints.txt /tmp/api-venv/bin/pip install -q .
+/tmp/api-venv/bin/pip check
+if /tmp/api-venv/bin/pip show -q libvirt-python pycdlib 2>/dev/null; then
+    echo "the API-only install brought a package of the worker extra" >&2; exit 1
+fi
+cd /tmp && /tmp/api-venv/bin/python -c "import sys, api; from common.celery_app import app; api.create_app(); app.loader.init_worker(); assert \"libvirt\" not in sys.modules"
+echo "==> API-only install ok: api, beat'"'"'s app, no libvirt-python, no pycdlib"
+rm -rf /tmp/api-venv /tmp/constraints.txt
+' || die "the API-only install (pip install . without libvirt) failed in a fresh $suite chroot"
 
 log "make deps (in the chroot; installs PostgreSQL, Redis, libvirt, qemu and the build headers)"
 logged "${in_chroot[@]}" 'make deps' || die "'make deps' failed in a fresh $suite chroot"
