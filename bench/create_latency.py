@@ -23,13 +23,13 @@ from typing import Any
 
 import click
 import libvirt
-from worker.seed import SeedInterface, SeedSpec, build_seed_iso
 
 from bench.util import authorize, default_api, http
 from common.config import Settings
 from worker.hypervisor import domain_xml as libvirt_xml
 from worker.hypervisor import network_xml
 from worker.hypervisor.connection import Hypervisor
+from worker.seed import SeedInterface, SeedSpec, build_seed_iso
 
 GIB = 1024**3
 USER_DATA = "#!/bin/sh\necho configured by bench\n"
