@@ -80,9 +80,13 @@ def report_accepted(
             vm = {**vm, "status": "deleted"}  # destroyed: the API no longer shows it
     if fmt != "table":
         click.echo(output.dump({"vm": vm, "task": final} if vm else {"task": final}, fmt))
+    elif vm and vm["status"] == "deleted":
+        click.echo(f"vm {vm['name']} {vm['id']}: deleted")
     elif vm:
-        click.echo(f"vm {vm['name']} {vm['id']}: {vm['status']}, power {vm.get('power_state', '-')}, "
-                   f"addresses {output.addresses(vm)}")  # fmt: skip
+        click.echo(
+            f"vm {vm['name']} {vm['id']}: {vm['status']}, power {vm.get('power_state', '-')}, "
+            f"addresses {output.addresses(vm)}"
+        )
     if final["status"] == "failed":
         raise failed(final)
 

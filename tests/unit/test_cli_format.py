@@ -231,3 +231,30 @@ def test_waiting_gives_up_at_the_timeout() -> None:
 def test_no_file_mode_checks_on_a_missing_file(tmp_path: Path) -> None:
     assert config.read_file(tmp_path / "absent.toml") == {}
     assert os.path.exists(tmp_path)
+
+
+class ListingClient:
+    """Client.pages over a fixed list of VMs, filtered by name as the API does."""
+
+    def __init__(self, vms: list[dict[str, str]]):
+        self.vms = vms
+
+    def pages(self, path: str, **params: Any) -> Any:
+        return iter([vm for vm in self.vms if vm["name"] == params["name"]])
+
+
+def test_a_vm_name_resolves_to_its_id_and_none_or_several_is_an_error() -> None:
+    from cli.vm_refs import resolve_vm
+
+    vm_id = "7d3c9b1e-0000-4000-8000-00000000000a"
+    client: Any = ListingClient(
+        [{"name": "web", "id": vm_id}, {"name": "twin", "id": "a"}, {"name": "twin", "id": "b"}]
+    )
+    assert resolve_vm(client, "web") == vm_id
+    assert resolve_vm(client, vm_id.upper()) == vm_id  # an id is taken as it is, no listing
+    with pytest.raises(ApiError) as missing:
+        resolve_vm(client, "nope")
+    assert (missing.value.code, missing.value.status) == ("not_found", 404)
+    with pytest.raises(ApiError) as ambiguous:
+        resolve_vm(client, "twin")
+    assert ambiguous.value.code == "ambiguous_name" and ambiguous.value.details == {"ids": "a, b"}
