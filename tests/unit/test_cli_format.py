@@ -258,3 +258,18 @@ def test_a_vm_name_resolves_to_its_id_and_none_or_several_is_an_error() -> None:
     with pytest.raises(ApiError) as ambiguous:
         resolve_vm(client, "twin")
     assert ambiguous.value.code == "ambiguous_name" and ambiguous.value.details == {"ids": "a, b"}
+
+
+def test_the_cli_is_a_client_of_the_rest_api_only() -> None:
+    """It runs wherever the API is reachable: it imports nothing of the API, the worker or common/."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "cli"
+    imported = set()
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+    assert not imported & {"api", "worker", "common", "libvirt", "sqlalchemy", "celery"}
