@@ -5,7 +5,8 @@
     .venv/bin/python -m bench.burst --repeats 3
 
 API burst: 20 clients POST /v1/vms at once (a barrier releases them together), then each polls its own
-task every --poll-interval (50 ms) until `succeeded`; the wall time runs from the release to the last
+task every --poll-interval (50 ms) -- or, with --long-poll S, holds a `GET …?wait=S` open until the task
+changes -- until `succeeded`; the wall time runs from the release to the last
 client seeing `succeeded` (its resolution is the poll interval), and `server` from the release to the
 latest `finished_at` (no polling in it). Meanwhile one more thread GETs the burst's tasks round-robin,
 one request every --probe-interval (20 ms), and records each latency. Raw burst: the same 20 overlays,
@@ -55,16 +56,22 @@ class ApiBurst:
     failures: list[str] = field(default_factory=list)
 
 
-def _wait(api: str, location: str, interval: float, timeout: float = 300) -> tuple[dict[str, Any], int]:
-    """Poll a task until it ends; returns it and how many GETs that took."""
+def _wait(
+    api: str, location: str, interval: float, timeout: float = 300, long_poll: float = 0
+) -> tuple[dict[str, Any], int]:
+    """Poll a task until it ends (every `interval`, or with `long_poll` > 0 by asking the API to hold
+    each GET until the task changes, for at most that many seconds); returns it and how many GETs
+    that took."""
     deadline = time.monotonic() + timeout
     polls = 0
+    params = {"wait": long_poll} if long_poll else None
     while time.monotonic() < deadline:
-        task = http.get(f"{api}{location}", timeout=10).json()
+        task = http.get(f"{api}{location}", params=params, timeout=10 + long_poll).json()
         polls += 1
         if task["status"] in TERMINAL:
             return task, polls
-        time.sleep(interval)
+        if not long_poll:
+            time.sleep(interval)
     raise TimeoutError(f"task {location} did not finish in {timeout} s")
 
 
@@ -81,7 +88,9 @@ def probe(api: str, locations: list[str], interval: float, stop: threading.Event
         stop.wait(interval)
 
 
-def api_burst(api: str, image: str, n: int, poll_interval: float, probe_interval: float) -> ApiBurst:
+def api_burst(
+    api: str, image: str, n: int, poll_interval: float, probe_interval: float, long_poll: float = 0
+) -> ApiBurst:
     result = ApiBurst()
     barrier = threading.Barrier(n + 1)
     locations = result.locations
@@ -98,7 +107,7 @@ def api_burst(api: str, image: str, n: int, poll_interval: float, probe_interval
         with lock:
             locations.append(created.headers["Location"])
             result.vm_ids.append(created.json()["vm"]["id"])
-        task, polls = _wait(api, created.headers["Location"], poll_interval)
+        task, polls = _wait(api, created.headers["Location"], poll_interval, long_poll=long_poll)
         seen = time.perf_counter()
         with lock:
             result.polls += polls
@@ -258,6 +267,10 @@ def idle_probe(api: str, location: str, count: int = 50) -> list[float]:
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 20))
 @click.option("--poll-interval", default=0.05, show_default=True, help="Each client's poll interval (s).")
 @click.option("--probe-interval", default=0.02, show_default=True, help="Pause between probe GETs (s).")
+@click.option(
+    "--long-poll", default=0.0, show_default=True, type=click.FloatRange(0, 60),
+    help="Clients long-poll (GET …?wait=S) instead of polling every --poll-interval; 0: poll.",
+)  # fmt: skip
 def main(
     api: str,
     image: str,
@@ -266,6 +279,7 @@ def main(
     repeats: int,
     poll_interval: float,
     probe_interval: float,
+    long_poll: float,
 ) -> None:
     settings = Settings()
     authorize(settings)
@@ -275,7 +289,7 @@ def main(
     image_path = pool.storageVolLookupByName(libvirt_xml.image_volume_name(image)).path()
 
     # idle reference for the probe: one task that exists, read while nothing else runs
-    warm = api_burst(api, image, 1, poll_interval, probe_interval)
+    warm = api_burst(api, image, 1, poll_interval, probe_interval, long_poll)
     delete_through_api(api, warm.vm_ids)
     reference = warm.locations[0]  # any task reads alike: the warm-up's, which stays after its delete
 
@@ -286,7 +300,7 @@ def main(
         order = ("api", "raw") if i % 2 == 0 else ("raw", "api")
         for which in order:
             if which == "api":
-                run = api_burst(api, image, size, poll_interval, probe_interval)
+                run = api_burst(api, image, size, poll_interval, probe_interval, long_poll)
                 try:
                     if run.failures:
                         raise click.ClickException(f"creates failed: {run.failures}")
