@@ -71,14 +71,14 @@ class StateCollector(Collector):
             with Session(self._engine) as session:
                 vms = dict(session.execute(
                     select(Vm.status, func.count()).where(Vm.status != VmStatus.DELETED).group_by(Vm.status)
-                ).tuples().all())  # fmt: skip
+                ).all())  # fmt: skip
                 tasks = {
                     (kind, status): count
                     for kind, status, count in session.execute(
                         select(Task.kind, Task.status, func.count())
                         .where(Task.status.in_(ACTIVE_TASK_STATUSES))
                         .group_by(Task.kind, Task.status)
-                    ).tuples()
+                    )
                 }
                 queues += [host_queue(h) for h in hosts.known(session)]
         except Exception as exc:  # a scrape answers what it can: the database may be down

@@ -138,7 +138,7 @@ def test_a_failed_create_is_a_celery_failure_and_names_its_vm(
             timeout=15,
             what="Celery's task-failed",
         )
-        assert failed["exception"].startswith("TaskFailed(") and "step_failed" in failed["exception"]
+        assert failed["exception"].startswith("TaskFailed('step_failed', ")
         [received] = events_of(seen, task["id"], "task-received")
         assert vm_id in received["args"] and f"host={settings.host}" in received["args"]
 
@@ -153,7 +153,7 @@ def test_a_failed_create_is_a_celery_failure_and_names_its_vm(
     log = worker.log_path.read_text()
     tagged = [line for line in log.splitlines() if f"[task={task['id']} kind=create_vm vm={vm_id}]" in line]
     assert any("step start_domain failed" in line for line in tagged), "the saga's warning names its task"
-    assert "raised expected: TaskFailed('step_failed:" in log
+    assert f"[{task['id']}] raised expected: TaskFailed('step_failed', " in log
     for gone in (vm_id, ok_vm):
         assert (
             wait_for_task(client, client.delete(f"/v1/vms/{gone}").headers["Location"])["status"]

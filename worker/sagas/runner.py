@@ -102,8 +102,13 @@ class TaskFailed(Exception):
     concerns only a worker that dies."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
+        # Both in `args`: Celery pickles the exception on its way to the events and the log, and an
+        # exception that cannot be rebuilt from its args comes out as another class.
+        super().__init__(code, message)
+        self.code, self.message = code, message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 def run_vm_task(task_id: uuid.UUID, saga: TaskKind, steps: Sequence[Step[VmContext]]) -> None:
