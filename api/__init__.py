@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import auth
+from api import auth, metrics
 from api.errors import register_error_handlers
 from api.runtime import Runtime
 from common.config import Settings, get_settings
@@ -25,6 +25,8 @@ def create_app(config: Settings | None = None) -> Flask:
     # Every /v1 resource needs a token; health checks (and the API document) stay open.
     protected = [vms.bp, tasks.bp, images.bp, flavors.bp, keypairs.bp, networks.bp, actions.bp, project.bp]
     auth.install(app, protected)
+    # Open like the health checks: a scrape carries no token (api/metrics.py says why that is safe).
+    metrics.install(app)
     for blueprint in (health.bp, docs.bp, *protected):
         app.register_blueprint(blueprint)
     return app

@@ -10,7 +10,12 @@ psycogreen's wait callback, installed in each worker after the fork (`wait_for_p
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
+
+from common.config import get_settings
+from common.logs import dict_config
 
 worker_class = "gevent"
 workers = 2
@@ -25,9 +30,30 @@ graceful_timeout = 20
 # on a kept-alive connection; then it is closed. This is what bounds a slow or stalled client.
 keepalive = 5
 accesslog = "-"
+# gunicorn's lines and the app's through one handler, as text or JSON (IAAS_LOG_FORMAT), each line of
+# a request naming nothing more than it did; the task context never applies here.
+logconfig_dict = dict_config(get_settings().log_format)
 # gunicornc's control socket is not used here; by default it is made under $HOME, which the
 # unprivileged service user does not own.
 control_socket_disable = True
+
+
+def on_starting(server: Any) -> None:
+    """Each worker's metrics files (api/metrics.py) start empty: counts of an earlier run of the API
+    would be added to this one's."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """prometheus_client's hook for a gunicorn worker that exited (replaced after a timeout, or at
+    shutdown): its live-gauge files go; its counters stay counted, as a counter must."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -1,4 +1,5 @@
-"""Per-app resources (settings, database engine, Celery producer) and the per-request session."""
+"""Per-app resources (settings, database engine, Celery producer, the metrics' state gauges) and the
+per-request session."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.config import Settings
 from common.db import make_autocommit_engine, make_engine, make_session_factory
 from common.dispatch import QueuedMarks
+from common.metrics import StateCollector
 from common.queue import make_celery
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ class Runtime:
     # One-statement reads (GET /v1/tasks/<id>) and hint writes (the outbox's `queued_at`).
     autocommit: Engine
     queued_marks: QueuedMarks
+    # The gauges GET /metrics reads at each scrape (api/metrics.py).
+    state_metrics: StateCollector
 
     @classmethod
     def install(cls, app: Flask, settings: Settings) -> Runtime:
@@ -40,6 +44,7 @@ class Runtime:
             make_celery(settings),
             autocommit,
             QueuedMarks(autocommit),
+            StateCollector(autocommit, settings.broker_url),
         )
         app.extensions["iaas"] = runtime
         app.teardown_appcontext(_close_session)
@@ -49,6 +54,7 @@ class Runtime:
         """Close every pooled database connection (tests make many apps in one process)."""
         self.engine.dispose()
         self.autocommit.dispose()
+        self.state_metrics.close()
 
 
 def runtime() -> Runtime:

@@ -221,6 +221,33 @@ class Settings(BaseSettings):
         description="Rows the sweep purges per statement, so that purging a large backlog never holds "
         "long locks; each sweep purges at most ten such batches of each kind. Rarely worth changing.",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How the API, the worker and `iaas-events` write their log lines: `text` (one "
+        "readable line each) or `json` (one JSON object per line, for a log collector). Either way a line "
+        "written while a task runs carries its task id, VM id and kind.",
+    )
+    metrics_address: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics servers of the worker and `iaas-events` listen on (the API "
+        "serves `GET /metrics` on its own bind). Metrics are not secret but tell what runs: keep them on "
+        "loopback or an internal interface that only Prometheus reaches.",
+    )
+    worker_metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus metrics (saga and step durations, task outcomes, "
+        "reconcile findings) on `IAAS_METRICS_ADDRESS`; 0 turns it off (the tests do). One worker per "
+        "host, so one port; change it when the port is taken.",
+    )
+    events_metrics_port: int = Field(
+        default=9102,
+        ge=0,
+        le=65535,
+        description="Port of `iaas-events`' Prometheus metrics (event-to-database lag, events, "
+        "reconnections) on `IAAS_METRICS_ADDRESS`; 0 turns it off. Change it when the port is taken.",
+    )
     failpoints: str = Field(
         default="",
         description="Failure injection for tests, comma-separated `<saga>.<step>[.done]=raise` or "

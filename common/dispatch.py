@@ -36,6 +36,7 @@ def publish(celery: Celery, task: Task) -> bool:
             args=[str(task.id)],
             queue=host_queue(task.host),
             task_id=str(task.id),
+            argsrepr=flower_args(task),
             retry=True,
             retry_policy=_PUBLISH_RETRY,
         )
@@ -43,6 +44,14 @@ def publish(celery: Celery, task: Task) -> bool:
         log.warning("task %s committed but not queued (%s); the sweep will re-send it", task.id, exc)
         return False
     return True
+
+
+def flower_args(task: Task) -> str:
+    """What Flower (and the worker's "received" line) shows as the task's arguments: the task id it
+    really gets, then the VM and the host it acts on, so an operator need not look the id up. Display
+    only (Celery's `argsrepr`); the message carries the id alone."""
+    vm = f" vm={task.vm_id}" if task.vm_id else ""
+    return f"['{task.id}']{vm} host={task.host}"
 
 
 def publish_to_hosts(celery: Celery, name: str, args: list[str], hosts: Collection[str]) -> list[str]:

@@ -14,6 +14,9 @@ flower_port=${IAAS_FLOWER_PORT:-5555}
 service_user=${IAAS_SERVICE_USER:-mini-iaas}
 log_dir=$run_dir/log
 beat_dir=$run_dir/beat   # beat's schedule: a folder the service user owns
+# The API's gunicorn workers keep their Prometheus counters here, so that a scrape of either worker
+# adds up both (api/metrics.py); emptied by gunicorn as it starts.
+api_metrics_dir=$run_dir/metrics-api
 processes=(api worker beat flower events)
 unprivileged=(api beat flower)
 # Logs, and what the processes create (the worker's console-log folder), are not for other users.
@@ -31,7 +34,7 @@ alive() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/
 
 command_for() {
     case $1 in
-    api) echo "$venv/bin/gunicorn -c $root/api/gunicorn_config.py --bind $api_bind api:create_app()" ;;
+    api) echo "env PROMETHEUS_MULTIPROC_DIR=$api_metrics_dir $venv/bin/gunicorn -c $root/api/gunicorn_config.py --bind $api_bind api:create_app()" ;;
     worker) echo "$venv/bin/celery -A worker.celery_app worker --pool threads --hostname worker@%h --loglevel INFO" ;;
     beat) echo "$venv/bin/celery -A common.celery_app beat --schedule $beat_dir/celerybeat-schedule --loglevel INFO" ;;
     flower) echo "$venv/bin/celery -A common.celery_app flower --conf=$root/worker/flower_config.py --address=127.0.0.1 --port=$flower_port" ;;
@@ -43,19 +46,19 @@ unprivileged() { [[ " ${unprivileged[*]} " == *" $1 "* ]]; }
 
 prepare() {  # the folders and files the processes need, with their owners and modes
     local name console_dir=${IAAS_CONSOLE_LOG_DIR:-/var/log/mini-iaas/console}
-    mkdir -p "$log_dir" "$beat_dir"
+    mkdir -p "$log_dir" "$beat_dir" "$api_metrics_dir"
     chmod 0750 "$log_dir"
     for name in "${processes[@]}"; do
         touch "$log_dir/$name.log"
         chmod 0640 "$log_dir/$name.log"
     done
-    chmod 0700 "$beat_dir"
+    chmod 0700 "$beat_dir" "$api_metrics_dir"
     ((${#as_service[@]} == 0)) && return
     if ! id -u "$service_user" >/dev/null 2>&1; then
         echo "no user $service_user: scripts/ensure-service-user.sh creates it ('make up' runs it)" >&2
         exit 1
     fi
-    chown "$service_user:$service_user" "$beat_dir"
+    chown "$service_user:$service_user" "$beat_dir" "$api_metrics_dir"
     # The guests' consoles (virtlogd writes them as root; the worker deletes them with the VM).
     mkdir -p "$console_dir"
     chmod 0750 "$console_dir"

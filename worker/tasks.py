@@ -1,4 +1,6 @@
-"""Celery tasks. Thin on purpose: they take ids and hand over to the task runner."""
+"""Celery tasks. Thin on purpose: they take ids and hand over to the task runner. A failed task raises
+TaskFailed after its failure is recorded: Celery then marks it FAILURE (declared in `throws`, so it is
+logged without a traceback), acknowledges it and never retries it."""
 
 from __future__ import annotations
 
@@ -15,35 +17,35 @@ from worker.hypervisor import network_xml
 from worker.sagas.create import CREATE_STEPS
 from worker.sagas.destroy import DESTROY_STEPS
 from worker.sagas.power import REBOOT_STEPS, START_STEPS, STOP_STEPS
-from worker.sagas.runner import run_reconcile_task, run_vm_task
+from worker.sagas.runner import TaskFailed, run_reconcile_task, run_vm_task
 
 
-@shared_task(name=TASK_NAMES[TaskKind.CREATE_VM])
+@shared_task(name=TASK_NAMES[TaskKind.CREATE_VM], throws=(TaskFailed,))
 def create_vm(task_id: str) -> None:
     run_vm_task(uuid.UUID(task_id), TaskKind.CREATE_VM, CREATE_STEPS)
 
 
-@shared_task(name=TASK_NAMES[TaskKind.DESTROY_VM])
+@shared_task(name=TASK_NAMES[TaskKind.DESTROY_VM], throws=(TaskFailed,))
 def destroy_vm(task_id: str) -> None:
     run_vm_task(uuid.UUID(task_id), TaskKind.DESTROY_VM, DESTROY_STEPS)
 
 
-@shared_task(name=TASK_NAMES[TaskKind.START_VM])
+@shared_task(name=TASK_NAMES[TaskKind.START_VM], throws=(TaskFailed,))
 def start_vm(task_id: str) -> None:
     run_vm_task(uuid.UUID(task_id), TaskKind.START_VM, START_STEPS)
 
 
-@shared_task(name=TASK_NAMES[TaskKind.STOP_VM])
+@shared_task(name=TASK_NAMES[TaskKind.STOP_VM], throws=(TaskFailed,))
 def stop_vm(task_id: str) -> None:
     run_vm_task(uuid.UUID(task_id), TaskKind.STOP_VM, STOP_STEPS)
 
 
-@shared_task(name=TASK_NAMES[TaskKind.REBOOT_VM])
+@shared_task(name=TASK_NAMES[TaskKind.REBOOT_VM], throws=(TaskFailed,))
 def reboot_vm(task_id: str) -> None:
     run_vm_task(uuid.UUID(task_id), TaskKind.REBOOT_VM, REBOOT_STEPS)
 
 
-@shared_task(name=TASK_NAMES[TaskKind.RECONCILE])
+@shared_task(name=TASK_NAMES[TaskKind.RECONCILE], throws=(TaskFailed,))
 def reconcile(task_id: str | None = None) -> None:
     """Compare this host's libvirt with the database and repair as configured."""
     run_reconcile_task(uuid.UUID(task_id) if task_id else None)

@@ -40,7 +40,7 @@ TAGS = {
     "tasks": "Tasks: what every change answers with, and what clients poll.",
     "images": "The base images VMs are built from.",
     "actions": "Operator actions that are not about one VM.",
-    "health": "Probes for a process supervisor or a load balancer.",
+    "health": "Probes for a process supervisor or a load balancer, and metrics for Prometheus.",
     "docs": "This document and a page to browse it.",
 }
 

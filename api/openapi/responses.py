@@ -100,7 +100,11 @@ class Task(_Answer):
     attempts: int = Field(ge=0, description="Runs so far; more than 1 after a recovery.")
     requested_by: RequestedBy | None = Field(description="`null` for the reconciliations beat schedules.")
     steps: list[TaskStep]
-    result: dict[str, Any] | None = Field(description='`{"vm_id": ...}` on success; a reconcile\'s report.')
+    result: dict[str, Any] | None = Field(
+        description='`{"vm_id": ...}` on success, with how a stop went (`shutdown`: `graceful`, `forced` or '
+        "`already_off`; `waited_s`) or which reboot (`reboot`: `acpi` or `reset`; `confirmed`); a "
+        "reconcile's report."
+    )
     error: Error | None = Field(
         description="`step_failed`, `task_failed`, `cancelled`, `reconcile_failed`, ..."
     )

@@ -323,6 +323,14 @@ ROUTES: tuple[Route, ...] = (
         public=True,
     ),
     Route(
+        "GET", "/metrics", "metrics.metrics", "health", "Prometheus metrics",
+        {200: Reply("Requests, latency and the state gauges in Prometheus' text format.",
+                    media_types=("text/plain",))},
+        public=True,
+        description="Open, like the probes: a scraper carries no token, and it shows counts, never an id "
+        "or a name. Keep it to the internal network (docs/operations.md, Metrics).",
+    ),
+    Route(
         "GET", "/v1/openapi.json", "docs.openapi_json", "docs", "This document",
         {200: Reply("The OpenAPI 3.1 document of this API.", media_types=(JSON,))}, public=True,
     ),

@@ -25,7 +25,7 @@ from common.queue import make_celery
 from common.tokens import Role
 from tests.support.invariants import host_networks
 from tests.support.polling import poll
-from tests.support.processes import WorkerProcess, start_worker
+from tests.support.processes import WorkerProcess, free_port, start_worker
 from tests.support.testdriver import TEST_NODE_XML, driver_settings, tiny_image
 from tests.support.tokens import api_client, bearer, token_for, zero_usage
 
@@ -88,7 +88,7 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture(scope="session")
 def worker(settings: Settings, database: str, broker: redis.Redis, run_dir: Path) -> Iterator[WorkerProcess]:
-    process = start_worker(settings, run_dir)
+    process = start_worker(settings, run_dir, metrics_port=free_port())
     yield process
     process.stop()
 

@@ -21,7 +21,7 @@ from tests.integration.helpers import vm_body, wait_for_task
 from tests.support.processes import WorkerProcess
 from tests.support.tokens import api_client
 
-OPEN = {"/healthz", "/readyz", "/v1/openapi.json", "/v1/docs", "/v1/docs/{asset}"}
+OPEN = {"/healthz", "/readyz", "/metrics", "/v1/openapi.json", "/v1/docs", "/v1/docs/{asset}"}
 IMPLICIT = {"HEAD", "OPTIONS"}  # Flask answers these for every route
 
 

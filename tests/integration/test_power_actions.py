@@ -45,16 +45,21 @@ def test_stop_start_reboot(client: FlaskClient, worker: WorkerProcess, sessions:
     task = act(client, vm_id, "stop")
     assert task["status"] == "succeeded", task["error"]
     assert [s["name"] for s in task["steps"]] == ["claim_vm", "shutdown_domain", "mark_stopped"]
+    # The test driver's guests obey the power button at once.
+    assert task["result"]["shutdown"] == "graceful" and task["result"]["vm_id"] == vm_id
+    assert 0 <= task["result"]["waited_s"] < 5
     assert vm(client, vm_id) == ("stopped", "shutoff") and not domain_active(worker, vm_id)
 
     assert act(client, vm_id, "start")["status"] == "succeeded"
     assert vm(client, vm_id) == ("running", "running") and domain_active(worker, vm_id)
 
-    assert act(client, vm_id, "reboot")["status"] == "succeeded"
+    reboot = act(client, vm_id, "reboot")
+    assert reboot["status"] == "succeeded" and reboot["result"]["reboot"] == "acpi"
     assert vm(client, vm_id) == ("running", "running") and domain_active(worker, vm_id)
-    assert act(client, vm_id, "reboot", {"force": True})["status"] == "succeeded"
+    assert act(client, vm_id, "reboot", {"force": True})["result"]["reboot"] == "reset"
 
-    assert act(client, vm_id, "stop", {"force": True})["status"] == "succeeded"
+    forced = act(client, vm_id, "stop", {"force": True})
+    assert forced["status"] == "succeeded" and forced["result"]["shutdown"] == "forced"
     assert vm(client, vm_id) == ("stopped", "shutoff") and not domain_active(worker, vm_id)
     assert_hypervisor_matches_database(sessions, worker.inventory())
     assert (

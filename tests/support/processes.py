@@ -72,6 +72,7 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     nodename: str
     log_path: Path
+    metrics_port: int = 0  # its Prometheus metrics on 127.0.0.1, when started with one
 
     def control(self, command_name: str) -> Any:
         celery = make_celery(self.settings)
@@ -92,9 +93,11 @@ class WorkerProcess:
         terminate(self.process)
 
 
-def start_worker(settings: Settings, log_dir: Path, nodename: str | None = None) -> WorkerProcess:
+def start_worker(
+    settings: Settings, log_dir: Path, nodename: str | None = None, metrics_port: int = 0
+) -> WorkerProcess:
     """A worker under `nodename` (a restart of a worker that died keeps its node name, as a service
-    on a real host does), or under a fresh one."""
+    on a real host does), or under a fresh one; serving its metrics on `metrics_port` if given."""
     nodename = nodename or f"{settings.host}-{uuid.uuid4().hex[:6]}@localhost"
     log_path = log_dir / f"worker-{settings.host}.log"
     args = [
@@ -102,8 +105,8 @@ def start_worker(settings: Settings, log_dir: Path, nodename: str | None = None)
         "--pool", "threads", "--concurrency", "2", "--hostname", nodename,
         "--without-mingle", "--without-gossip", "--loglevel", "INFO",
     ]  # fmt: skip
-    process = spawn(args, settings, log_path)
-    worker = WorkerProcess(settings, process, nodename, log_path)
+    process = spawn(args, settings.model_copy(update={"worker_metrics_port": metrics_port}), log_path)
+    worker = WorkerProcess(settings, process, nodename, log_path, metrics_port)
     celery = make_celery(settings)
 
     def answered() -> bool | None:

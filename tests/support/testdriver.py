@@ -42,6 +42,10 @@ def driver_settings(tmp: Path, host: str, **overrides: Any) -> Settings:
         "console_log_dir": str(tmp / "console"),
         "host": host,
         "failpoints_table": True,
+        # No metrics servers unless a test asks for one (start_worker's metrics_port): the default
+        # ports would collide between the test processes.
+        "worker_metrics_port": 0,
+        "events_metrics_port": 0,
         **overrides,
     }
     return Settings(**values)

@@ -249,3 +249,23 @@ def test_a_resumed_compensation_undoes_what_the_journal_recorded_not_what_is_rec
     with pytest.raises(SagaFailed):
         run(steps, journal)
     assert seen == [{"volume": "recorded.qcow2"}]
+
+
+def test_what_steps_tell_is_returned_and_their_durations_are_measured() -> None:
+    from prometheus_client import REGISTRY
+
+    def observed(step: str) -> float:
+        labels = {"kind": "told", "step": step, "outcome": "succeeded"}
+        return REGISTRY.get_sample_value("iaas_saga_step_duration_seconds_count", labels) or 0.0
+
+    steps: list[Step[Any]] = [
+        Step("quiet", lambda _ctx: None),
+        Step("stop", lambda _ctx: {"shutdown": "forced", "waited_s": 30.0}),
+        Step("not_a_dict", lambda _ctx: ["ignored"]),
+    ]
+    before = observed("stop")
+    told = SagaRun(
+        name="told", steps=steps, ctx=None, journal=MemoryJournal(), failpoints=NO_FAILPOINTS
+    ).run()
+    assert told == {"shutdown": "forced", "waited_s": 30.0}
+    assert observed("stop") == before + 1

@@ -5,14 +5,14 @@ next reconciliation.
 Three threads: libvirt's event loop runs the callbacks, which only put events on a queue; the writer
 drains that queue into the database (batched, retried through outages); the main thread connects,
 reconnects with capped backoff when libvirtd goes away, resyncs after every (re)connection because
-events are lost while disconnected, and stops cleanly on SIGTERM."""
+events are lost while disconnected, and stops cleanly on SIGTERM. Its metrics (event-to-database lag,
+events, reconnections) are served on IAAS_EVENTS_METRICS_PORT."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
-from common import lifecycle
+from common import lifecycle, logs, metrics
 from common.config import get_settings
 from common.db import db_retrying, make_engine, make_session_factory, transaction
 from common.states import PowerState
+from worker.events.metrics import EVENT_DB_LAG, LIBVIRT_CONNECTIONS, POWER_EVENTS
 from worker.hypervisor.connection import LibvirtError, ensure_event_loop
 from worker.hypervisor.lifecycle_events import EventSubscription, LifecycleEvent
 
@@ -59,8 +60,11 @@ class Writer:
             while not self.queue.empty():
                 items.append(self.queue.get_nowait())
             batch = self.merge([item for item in items if item is not None])
-            if batch:
-                self._write(batch)
+            if batch and self._write(batch):
+                written = time.monotonic()
+                for item in items:  # each event's lag, from libvirt's delivery to the commit
+                    if isinstance(item, PowerEvent):
+                        EVENT_DB_LAG.observe(written - item.at)
             if None in items:
                 return
 
@@ -79,16 +83,17 @@ class Writer:
             self._last_event_at = {k: t for k, t in self._last_event_at.items() if t >= item.started_at}
         return batch
 
-    def _write(self, batch: dict[uuid.UUID, PowerState]) -> None:
+    def _write(self, batch: dict[uuid.UUID, PowerState]) -> bool:
         try:
             for attempt in db_retrying(self._retry_s):
                 with attempt, transaction(self._sessions) as session:
                     changed = lifecycle.sync_power_states(session, batch)
         except Exception:
             log.exception("could not record the power of %d VMs; reconciliation corrects them", len(batch))
-            return
+            return False
         for vm_id in changed:
-            log.info("VM %s: power_state %s recorded", vm_id, batch[vm_id])
+            log.info("VM %s: power_state %s recorded", vm_id, batch[vm_id], extra={"vm_id": str(vm_id)})
+        return True
 
 
 class Listener:
@@ -111,6 +116,7 @@ class Listener:
             subscription = self._connect()
             if subscription is None:
                 return
+            LIBVIRT_CONNECTIONS.inc()
             verb = "reconnected to" if connected_before else "connected to"
             log.info("%s %s; listening for lifecycle events", verb, self.uri)
             connected_before = True
@@ -167,6 +173,7 @@ class Listener:
             power or "no change",
         )  # fmt: skip
         if power is not None:
+            POWER_EVENTS.labels(str(power)).inc()
             self._out.put(PowerEvent(event.vm_id, power, at))
 
     def _on_close(self, reason: int) -> None:
@@ -175,10 +182,9 @@ class Listener:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = get_settings()
+    logs.configure(settings.log_format)
+    metrics.serve(settings.events_metrics_port, settings.metrics_address, "iaas-events")
     ensure_event_loop()  # before any connection is opened, or it gets no events
     writer = Writer(make_session_factory(make_engine(settings.database_url)), settings.db_retry_s)
     writer_thread = threading.Thread(target=writer.run, name="db-writer", daemon=True)

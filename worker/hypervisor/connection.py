@@ -332,19 +332,24 @@ class Hypervisor:
                 if not domain.isActive():
                     return "graceful"
                 time.sleep(SHUTDOWN_POLL_S)  # the guest takes its time; libvirt has no blocking wait
+            if not domain.isActive():  # it went off during the last poll's sleep (or a 0 s timeout)
+                return "graceful"
             log.info("domain %s ignored the power button for %.0f s; forcing it off", domain_uuid, timeout_s)
         self.stop_domain(domain_uuid)
         return "forced"
 
-    def reboot_domain(self, domain_uuid: uuid.UUID, force: bool = False) -> None:
-        """Graceful reboot (ACPI: libvirt restarts the guest when it powers off), or a hard reset."""
+    def reboot_domain(self, domain_uuid: uuid.UUID, force: bool = False) -> str:
+        """Graceful reboot (ACPI: libvirt restarts the guest when it powers off), or a hard reset.
+        Returns which: "acpi" (a request the guest may ignore; libvirt does not wait for it) or
+        "reset" (done by the hypervisor when the call returns)."""
         domain = self.find_domain(domain_uuid)
         if domain is None or not domain.isActive():
             raise HypervisorError(f"domain {domain_uuid} is not running; it cannot be rebooted")
         if force:
             domain.reset(0)
-        else:
-            domain.reboot(0)
+            return "reset"
+        domain.reboot(0)
+        return "acpi"
 
     def domain_states(self) -> list[tuple[str, str, PowerState]]:
         """(uuid, name, power state) of every domain, from one call."""

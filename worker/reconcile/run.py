@@ -23,6 +23,7 @@ from common.models import Network, Task, Vm
 from common.states import ACTIVE_TASK_STATUSES, VmStatus
 from worker.hypervisor import network_xml
 from worker.hypervisor.connection import Hypervisor
+from worker.metrics import RECONCILE_FINDINGS
 from worker.reconcile.findings import DomainView, TaskView, VmView, compare, parse_actions
 from worker.reconcile.repair import repair
 
@@ -113,6 +114,7 @@ def reconcile_host(
     counts: dict[str, int] = {}
     for f in findings:
         counts[str(f.kind)] = counts.get(str(f.kind), 0) + 1
+        RECONCILE_FINDINGS.labels(str(f.kind), str(f.action)).inc()
     if findings:
         log.info("reconcile %s: %s", settings.host, counts)
     return {

@@ -10,20 +10,28 @@ retried with backoff, recorded, and never hides the original error.
 
 An undo receives what its step recorded in the journal before acting (TaskFlow's `revert(result)`):
 a run that resumes another's compensation undoes exactly what that run said it was about to do,
-with nothing recomputed."""
+with nothing recomputed.
+
+A step's `do` may return a dict: what it has to tell about how it went (a stop: graceful or forced).
+The run returns them merged, and the runner puts them in the task's `result`. Only steps that ran in
+this run tell: a resumed run does not know how an earlier run's steps went."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from common.states import StepStatus
+from worker.metrics import STEP_DURATION
 from worker.sagas.failpoints import Failpoints
 
 log = logging.getLogger(__name__)
@@ -119,7 +127,8 @@ class SagaRun(Generic[Ctx]):
     # Set when the task must not go forward any more (too many attempts): only compensate.
     abandon_reason: str | None = None
 
-    def run(self) -> None:
+    def run(self) -> dict[str, Any]:
+        """Run (or resume) the saga; returns what its steps told (see above). Raises SagaFailed."""
         history = self.journal.load()
         executed = [
             _Ran(r.id, self.steps[r.seq], r.undo_data) for r in sorted(history.values(), key=lambda r: r.seq)
@@ -133,6 +142,7 @@ class SagaRun(Generic[Ctx]):
             raise SagaFailed("(abandoned)", self.abandon_reason, self._compensate(executed, history))
 
         done: list[_Ran[Ctx]] = []
+        told: dict[str, Any] = {}
         for seq, step in enumerate(self.steps):
             record = history.get(seq)
             if record is not None and record.status == StepStatus.SUCCEEDED:
@@ -142,19 +152,25 @@ class SagaRun(Generic[Ctx]):
             data = record.undo_data if record is not None and record.undo_data else step.undo_data(self.ctx)
             step_id = self.journal.started(seq, step.name, data, record)
             done.append(_Ran(step_id, step, data))
+            started = time.perf_counter()
             try:
                 self._check_deadline()
                 self.failpoints.hit(f"{self.name}.{step.name}", self.task_id)
-                bounded(step.do, self._timeout(), f"{self.name}.{step.name}", self.ctx)
+                output = call_bounded(partial(step.do, self.ctx), self._timeout(), f"{self.name}.{step.name}")
                 self.failpoints.hit(f"{self.name}.{step.name}.done", self.task_id)
             except LeaseLost:
                 raise
             except Exception as exc:
+                STEP_DURATION.labels(self.name, step.name, "failed").observe(time.perf_counter() - started)
                 log.warning("saga %s: step %s failed: %s", self.name, step.name, _short(exc))
                 self.journal.mark(step_id, StepStatus.FAILED, error=_short(exc))
                 raise SagaFailed(step.name, exc, self._compensate(done, history)) from exc
+            STEP_DURATION.labels(self.name, step.name, "succeeded").observe(time.perf_counter() - started)
+            if isinstance(output, dict):
+                told.update(output)
             self.journal.mark(step_id, StepStatus.SUCCEEDED)
         self.journal.flush()  # the run is done: every mark is written before the task is finished
+        return told
 
     def _check_deadline(self) -> None:
         if self.deadline is not None and datetime.now(UTC) >= self.deadline:
@@ -209,7 +225,9 @@ def call_bounded(fn: Callable[[], R], timeout: float, what: str) -> R:
         finally:
             finished.set()
 
-    threading.Thread(target=target, name=what, daemon=True).start()
+    # The caller's context goes along: a line logged inside names the task (common/logs.py).
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(target,), name=what, daemon=True).start()
     if not finished.wait(timeout):
         raise StepTimeout(f"{what} did not finish within {timeout:.1f} s")
     if outcome:

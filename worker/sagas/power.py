@@ -1,11 +1,14 @@
 """Start, stop and reboot: sagas with the same journal, failpoints and resume as create and destroy.
 
 A power action does not move the VM to an intermediate status: its active task marks it busy (the
-API refuses a second action with 409 vm_busy) and the last step records the outcome."""
+API refuses a second action with 409 vm_busy) and the last step records the outcome. The stop and
+the reboot step tell the task's `result` how they went (worker/sagas/engine.py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 from common.errors import StateChanged
 from common.lifecycle import VmOp
@@ -35,13 +38,20 @@ def start_domain(ctx: VmContext) -> None:
     start_with_networks(ctx)
 
 
-def shutdown_domain(ctx: VmContext) -> None:
+def shutdown_domain(ctx: VmContext) -> dict[str, Any]:
+    """Tells the task's result how it went: `graceful`, `forced` (asked to, or the guest ignored the
+    power button for IAAS_STOP_TIMEOUT_S) or `already_off`, and how long it waited."""
     force = bool(ctx.options.get("force", False))
-    ctx.hv.shutdown_domain(ctx.vm_id, ctx.settings.stop_timeout_s, force=force)
+    started = time.monotonic()
+    mode = ctx.hv.shutdown_domain(ctx.vm_id, ctx.settings.stop_timeout_s, force=force)
+    return {"shutdown": mode, "waited_s": round(time.monotonic() - started, 2)}
 
 
-def reboot_domain(ctx: VmContext) -> None:
-    ctx.hv.reboot_domain(ctx.vm_id, force=bool(ctx.options.get("force", False)))
+def reboot_domain(ctx: VmContext) -> dict[str, Any]:
+    """Tells the task's result which reboot: `acpi` (the guest was asked; it may ignore it, and
+    nothing waits to see) or `reset` (done by the hypervisor)."""
+    how = ctx.hv.reboot_domain(ctx.vm_id, force=bool(ctx.options.get("force", False)))
+    return {"reboot": how, "confirmed": how == "reset"}
 
 
 def mark_running(ctx: VmContext) -> None:
