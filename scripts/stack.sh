@@ -34,7 +34,8 @@ alive() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/
 
 command_for() {
     case $1 in
-    api) echo "env PROMETHEUS_MULTIPROC_DIR=$api_metrics_dir $venv/bin/gunicorn -c $root/api/gunicorn_config.py --bind $api_bind api:create_app()" ;;
+    # --env, not env(1): set in gunicorn before it loads the app, whose prometheus_client reads it at import.
+    api) echo "$venv/bin/gunicorn -c $root/api/gunicorn_config.py --env PROMETHEUS_MULTIPROC_DIR=$api_metrics_dir --bind $api_bind api:create_app()" ;;
     worker) echo "$venv/bin/celery -A worker.celery_app worker --pool threads --hostname worker@%h --loglevel INFO" ;;
     beat) echo "$venv/bin/celery -A common.celery_app beat --schedule $beat_dir/celerybeat-schedule --loglevel INFO" ;;
     flower) echo "$venv/bin/celery -A common.celery_app flower --conf=$root/worker/flower_config.py --address=127.0.0.1 --port=$flower_port" ;;
