@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.task_events import TaskEvents
 from common.config import Settings
 from common.db import make_autocommit_engine, make_engine, make_session_factory
 from common.dispatch import QueuedMarks
@@ -28,6 +29,8 @@ class Runtime:
     # One-statement reads (GET /v1/tasks/<id>) and hint writes (the outbox's `queued_at`).
     autocommit: Engine
     queued_marks: QueuedMarks
+    # The process's one LISTEN connection, waking the requests that wait for a task to change.
+    task_events: TaskEvents
 
     @classmethod
     def install(cls, app: Flask, settings: Settings) -> Runtime:
@@ -40,13 +43,15 @@ class Runtime:
             make_celery(settings),
             autocommit,
             QueuedMarks(autocommit),
+            TaskEvents(settings.database_url),
         )
         app.extensions["iaas"] = runtime
         app.teardown_appcontext(_close_session)
         return runtime
 
     def close(self) -> None:
-        """Close every pooled database connection (tests make many apps in one process)."""
+        """Close every database connection, the listener's too (tests make many apps in one process)."""
+        self.task_events.close()
         self.engine.dispose()
         self.autocommit.dispose()
 

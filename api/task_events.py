@@ -1,0 +1,129 @@
+"""Waking the requests that wait for a task to change (GET /v1/tasks/<id>?wait=).
+
+PostgreSQL says when a task changes: a trigger (migration 0007) sends NOTIFY on channel `iaas_task`
+with the task's id in the transaction that writes it. One listener per API process -- a thread with a
+connection of its own -- LISTENs and sets the Event of every request waiting for that id; the
+requests hold no database connection while they wait. Under gunicorn's gevent workers `threading`,
+`select` and psycopg2 (psycogreen's wait callback) are cooperative, so the thread is a greenlet and
+each waiter costs an Event, not a connection; under the Flask dev server and test client it is a
+real thread, and the same code.
+
+A notification can be missed only while the listener is not listening (the database restarted, the
+connection dropped): when it listens again it wakes every waiter, and each reads its task again. A
+waiter also reads its task again when its time is up, so what it answers is always read after the
+wait, never remembered from before."""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2
+from psycopg2 import extensions
+from sqlalchemy import make_url
+
+from common.db import database_url_for
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "iaas_task"
+APPLICATION_NAME = "iaas-task-events"  # how the listener's session shows in pg_stat_activity
+# An idle listener checks its connection this often (a dead server may never close the socket).
+_IDLE_CHECK_S = 5.0
+# How often a stopped listener notices it was stopped while nothing arrives.
+_TICK_S = 1.0
+_RECONNECT_S = (0.1, 5.0)  # first and longest pause before connecting again
+
+
+class TaskEvents:
+    """The process's listener (started with the first waiter: after gunicorn forks) and its waiters."""
+
+    def __init__(self, database_url: str) -> None:
+        self._dsn = database_url_for(database_url, make_url(database_url).database or "", driver="postgresql")
+        self._waiters: dict[str, set[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        # Set while the listener LISTENs; `connections` counts how often it started to (tests, logs).
+        self.listening = threading.Event()
+        self.connections = 0
+
+    @contextmanager
+    def watch(self, task_id: uuid.UUID) -> Iterator[threading.Event]:
+        """An Event set when task `task_id` may have changed. Take it before reading the task: a
+        change between the read and the wait then still sets it."""
+        event, key = threading.Event(), str(task_id)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="task-events", daemon=True)
+                self._thread.start()
+            self._waiters.setdefault(key, set()).add(event)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                events = self._waiters.get(key, set())
+                events.discard(event)
+                if not events:
+                    self._waiters.pop(key, None)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(len(events) for events in self._waiters.values())
+
+    def close(self) -> None:
+        """Stop listening (within a tick); the waiters left are woken to read once more."""
+        self._stop.set()
+        self._wake(None)
+
+    def _wake(self, task_ids: set[str] | None) -> None:
+        """Set the Events of the waiters of `task_ids` (None: of every waiter)."""
+        with self._lock:
+            keys = self._waiters.keys() if task_ids is None else task_ids & self._waiters.keys()
+            events = [event for key in keys for event in self._waiters[key]]
+        for event in events:
+            event.set()
+
+    def _run(self) -> None:
+        pause = _RECONNECT_S[0]
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                pause = _RECONNECT_S[0]  # it listened until the connection failed: retry soon
+            except (psycopg2.Error, OSError) as exc:
+                log.warning("task events: not listening (%s); again in %.1f s", exc, pause)
+                pause = min(pause * 2, _RECONNECT_S[1])
+            finally:
+                self.listening.clear()
+            self._stop.wait(pause)
+
+    def _listen(self) -> None:
+        conn = psycopg2.connect(self._dsn, connect_timeout=3, application_name=APPLICATION_NAME)
+        try:
+            conn.set_isolation_level(extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+            with conn.cursor() as cur:
+                cur.execute(f"LISTEN {CHANNEL}")
+            self.connections += 1
+            self.listening.set()
+            self._wake(None)  # whatever changed while nobody listened: every waiter reads again
+            idle = 0.0
+            while not self._stop.is_set():
+                if select.select([conn], [], [], _TICK_S) == ([], [], []):
+                    idle += _TICK_S
+                    if idle >= _IDLE_CHECK_S:  # raises if the server is gone
+                        with conn.cursor() as cur:
+                            cur.execute("SELECT 1")
+                        idle = 0.0
+                else:
+                    idle = 0.0
+                conn.poll()  # raises if the server closed the connection
+                if conn.notifies:
+                    self._wake({notify.payload for notify in conn.notifies})
+                    conn.notifies.clear()
+        finally:
+            conn.close()
