@@ -14,6 +14,7 @@ from sqlalchemy import event
 
 from common.tokens import Role
 from tests.integration.helpers import vm_body
+from tests.support.polling import poll
 from tests.support.tokens import api_client
 
 pytestmark = pytest.mark.usefixtures("idle_host")  # no worker: VMs stay pending, tasks stay queued
@@ -41,6 +42,8 @@ def every_page(client: FlaskClient, path: str, limit: int) -> Iterator[list[dict
 
 def test_the_projects_tasks_newest_first_in_pages(client: FlaskClient) -> None:
     made = [create(client, f"hist-{n}")["task"]["id"] for n in range(5)]
+    every_mark = lambda: all(t["queued_at"] for t in client.get("/v1/tasks").get_json()["items"]) or None  # noqa: E731
+    poll(every_mark, timeout=10, what="the queued_at marks")  # written off the request path
     pages = list(every_page(client, "/v1/tasks", limit=2))
     assert [len(page) for page in pages] == [2, 2, 1]
     assert [task["id"] for page in pages for task in page] == made[::-1]
