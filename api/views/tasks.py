@@ -48,7 +48,10 @@ def get_task(task_id: uuid.UUID) -> ResponseReturnValue:
     def read() -> dict[str, Any] | None:
         return read_task(runtime().autocommit, task_id, project_id)
 
-    task = read() if query.wait is None or not seen else _wait_for_change(task_id, read, seen, query.wait)
+    if query.wait is None or not seen:
+        task = read()
+    else:
+        task = _wait_for_change(task_id, project_id, read, seen, query.wait)
     if task is None:
         raise NotFound(f"No task with id {task_id}.", task_id=str(task_id))
     response = Response(status=304) if query.wait is None and task["version"] in tagged else jsonify(task)
@@ -57,19 +60,26 @@ def get_task(task_id: uuid.UUID) -> ResponseReturnValue:
 
 
 def _wait_for_change(
-    task_id: uuid.UUID, read: Callable[[], dict[str, Any] | None], seen: set[str], wait_s: float
+    task_id: uuid.UUID,
+    project_id: uuid.UUID | None,
+    read: Callable[[], dict[str, Any] | None],
+    seen: set[str],
+    wait_s: float,
 ) -> dict[str, Any] | None:
     """Read the task until its version is none of `seen`, waking on its notifications
     (api/task_events.py) and reading once more when the time is up. No database connection is held
-    while waiting."""
+    while waiting; the waiters one notification wakes share one read."""
     deadline = time.monotonic() + wait_s
-    with runtime().task_events.watch(task_id) as changed:  # before the first read: no change is lost
+    events = runtime().task_events
+    with events.watch(task_id) as wake:  # before the first read: no change is lost
         task = read()
         while task is not None and task["version"] in seen:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            changed.wait(remaining)
-            changed.clear()
-            task = read()
+            if wake.event.wait(remaining):
+                wake.event.clear()
+                task = events.reads.read((task_id, project_id), wake.at, read)
+            else:
+                task = read()  # the time is up: what is answered is read now
     return task
