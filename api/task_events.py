@@ -147,18 +147,24 @@ class TaskEvents:
     def _run(self) -> None:
         pause = _RECONNECT_S[0]
         while not self._stop.is_set():
+            connections = self.connections
             try:
                 self._listen()
-                pause = _RECONNECT_S[0]  # it listened until the connection failed: retry soon
             except (psycopg2.Error, OSError) as exc:
+                if self.connections != connections:  # it had listened until now: try again soon
+                    pause = _RECONNECT_S[0]
                 log.warning("task events: not listening (%s); again in %.1f s", exc, pause)
-                pause = min(pause * 2, _RECONNECT_S[1])
             finally:
                 self.listening.clear()
             self._stop.wait(pause)
+            pause = min(pause * 2, _RECONNECT_S[1])
 
     def _listen(self) -> None:
-        conn = psycopg2.connect(self._dsn, connect_timeout=3, application_name=APPLICATION_NAME)
+        # TCP keepalives: a server that vanished without closing the connection is noticed too.
+        conn = psycopg2.connect(
+            self._dsn, connect_timeout=3, application_name=APPLICATION_NAME,
+            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+        )  # fmt: skip
         try:
             conn.set_isolation_level(extensions.ISOLATION_LEVEL_AUTOCOMMIT)
             with conn.cursor() as cur:
