@@ -113,8 +113,7 @@ class TaskEvents:
         change between the read and the wait then still sets it."""
         event, key = Wake(), str(task_id)
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
+            if not self.closed and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="task-events", daemon=True)
                 self._thread.start()
             self._waiters.setdefault(key, set()).add(event)
@@ -131,8 +130,13 @@ class TaskEvents:
         with self._lock:
             return sum(len(events) for events in self._waiters.values())
 
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
     def close(self) -> None:
-        """Stop listening (within a tick); the waiters left are woken to read once more."""
+        """Stop listening (within a tick) for good; the waiters left are woken to read once more and
+        answer (the process is stopping: gunicorn's graceful shutdown should not wait for them)."""
         self._stop.set()
         self._wake(None)
 

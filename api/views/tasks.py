@@ -73,7 +73,7 @@ def _wait_for_change(
     events = runtime().task_events
     with events.watch(task_id) as wake:  # before the first read: no change is lost
         task = read()
-        while task is not None and task["version"] in seen:
+        while task is not None and task["version"] in seen and not events.closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

@@ -5,6 +5,7 @@ of them within milliseconds."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
+from api import gunicorn_config
 from common import lifecycle
 from common.db import transaction
 from tests.integration.helpers import vm_body
@@ -59,11 +61,7 @@ def test_hundreds_of_waiters_on_gevent(api_server: Server, database: str, sessio
     assert created.status_code == 202, created.text
     location = f"{api_server.url}{created.headers['Location']}"
 
-    def marked() -> dict[str, Any] | None:  # the queued_at mark is a change too: let it pass first
-        task: dict[str, Any] = requests.get(location, headers=headers, timeout=10).json()
-        return task if task["queued_at"] else None
-
-    task = poll(marked, timeout=10, what="the queued_at mark")
+    task = poll(lambda: _marked(location, headers), timeout=10, what="the queued_at mark")
     waiting_url = f"{location}?wait={WAIT_S}&seen={task['version']}"
     waiters = [HttpWaiter(waiting_url, headers) for _ in range(WAITERS)]
     for waiter in waiters:
@@ -93,3 +91,32 @@ def test_hundreds_of_waiters_on_gevent(api_server: Server, database: str, sessio
     WAIT_LATENCIES.extend((f"gunicorn+gevent, {WAITERS} waiters over HTTP", seconds) for seconds in answered)
     assert max(answered) < WAIT_S / 10, answered  # loosely: the notification answered, not the wait's end
     assert "WORKER TIMEOUT" not in api_server.log()
+
+
+@pytest.mark.usefixtures("idle_host")
+def test_a_graceful_stop_answers_the_waiters_at_once(api_server: Server, database: str) -> None:
+    """SIGTERM (a deploy, `make down`): the waiting requests answer their task as it is, instead of
+    holding the stop for their whole wait and then being cut off at gunicorn's graceful_timeout."""
+    headers = bearer(token_for(database))
+    created = requests.post(f"{api_server.url}/v1/vms", json=vm_body("stopping"), headers=headers, timeout=10)
+    location = f"{api_server.url}{created.headers['Location']}"
+    task = poll(lambda: _marked(location, headers), timeout=10, what="the queued_at mark")
+    waiters = [HttpWaiter(f"{location}?wait=60&seen={task['version']}", headers) for _ in range(20)]
+    for waiter in waiters:
+        waiter.start()
+    poll(lambda: True if api_server.client_connections() >= len(waiters) else None, timeout=30,
+         what="the waiters' connections")  # fmt: skip
+    stopped = time.monotonic()
+    api_server.process.send_signal(signal.SIGTERM)
+    for waiter in waiters:
+        waiter.join(timeout=60)
+    assert {waiter.answer.status_code for waiter in waiters} == {200}
+    assert {waiter.answer.json()["version"] for waiter in waiters} == {task["version"]}
+    assert max(waiter.answered_at for waiter in waiters) - stopped < gunicorn_config.graceful_timeout / 2
+    assert api_server.process.wait(timeout=30) == 0
+
+
+def _marked(location: str, headers: dict[str, str]) -> dict[str, Any] | None:
+    """The task once its queued_at mark (a change, written just after the 202) is in."""
+    task: dict[str, Any] = requests.get(location, headers=headers, timeout=10).json()
+    return task if task["queued_at"] else None
