@@ -55,7 +55,7 @@ def accept(record: Callable[[], Recorded], body: dict[str, Any] | None) -> Respo
     if task.status == TaskStatus.PENDING:
         queued_at = enqueue(runtime().celery, runtime().queued_marks, task)
         if queued_at is not None:
-            reply["task"]["queued_at"] = queued_at.isoformat()
+            reply["task"] = task_json(task, queued_at)
             if key is not None:  # a replay shows what this first answer shows (a hint, like queued_at)
                 update_answer(runtime().autocommit, project_id, key, reply)
     return answer(202, reply, task.id)

@@ -57,10 +57,30 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """psycopg2 waits for PostgreSQL through gevent instead of blocking the worker's every greenlet."""
+    """psycopg2 waits for PostgreSQL through gevent instead of blocking the worker's every greenlet;
+    a graceful stop answers the requests that wait for a task at once."""
     from psycopg2 import extensions
 
     extensions.set_wait_callback(wait_for_postgres)
+    answer_waiters_on_exit(worker)
+
+
+def answer_waiters_on_exit(worker: Any) -> None:
+    """On SIGTERM, besides gunicorn's own handling (stop accepting, let requests finish within
+    `graceful_timeout`), end the long-polls (GET /v1/tasks/<id>?wait=): each answers its task as it is
+    now, instead of holding the stop for up to 60 s and then being cut off. Set before the worker
+    installs its signal handlers (post_fork runs first), which take `worker.handle_exit` as it is then."""
+    original = worker.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        original(sig, frame)
+        runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("iaas")
+        if runtime is not None:
+            import gevent
+
+            gevent.spawn(runtime.task_events.close)  # out of the signal handler, as gunicorn does
+
+    worker.handle_exit = handle_exit
 
 
 def wait_for_postgres(conn: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -25,10 +27,14 @@ def sha256_hex(text: str | None) -> str | None:
 
 
 def vm_json(
-    vm: Vm, project: str, addresses: Sequence[Address], user_data_sha256: str | None
+    vm: Vm,
+    project: str,
+    addresses: Sequence[Address],
+    user_data_sha256: str | None,
+    latest_task_id: uuid.UUID | None,
 ) -> dict[str, Any]:
-    """A VM with its NICs (common/ipam.addresses_of, by position) and the digest of its user-data
-    (never the user-data itself: it may hold secrets, and the client has it)."""
+    """A VM with its NICs (common/ipam.addresses_of, by position), the digest of its user-data
+    (never the user-data itself: it may hold secrets, and the client has it) and its newest task."""
     return {
         "id": str(vm.id),
         "name": vm.name,
@@ -43,6 +49,7 @@ def vm_json(
         "addresses": [address.as_json() for address in addresses],
         "key_name": vm.key_name,
         "user_data_sha256": user_data_sha256,
+        "latest_task_id": str(latest_task_id) if latest_task_id is not None else None,
         "created_at": _iso(vm.created_at),
         "updated_at": _iso(vm.updated_at),
     }
@@ -59,23 +66,35 @@ def step_json(step: TaskStep) -> dict[str, Any]:
     }
 
 
-def task_json(task: Task) -> dict[str, Any]:
-    return {
-        "id": str(task.id),
-        "kind": task.kind,
-        "status": task.status,
-        "vm_id": str(task.vm_id) if task.vm_id else None,
-        "host": task.host,
-        "attempts": task.attempts,
-        "requested_by": task.requested_by,
-        "steps": [step_json(step) for step in task.steps],
-        "result": task.result,
-        "error": task.error,
-        "created_at": _iso(task.created_at),
-        "queued_at": _iso(task.queued_at),
-        "started_at": _iso(task.started_at),
-        "finished_at": _iso(task.finished_at),
-    }
+def with_version(task: dict[str, Any]) -> dict[str, Any]:
+    """The task with its `version`: a digest of everything else it shows, so it changes exactly when
+    the task or one of its steps changes as a client sees it. A client that has seen a version can
+    wait for the next one (GET /v1/tasks/<id>?wait=&seen=, or the ETag with If-None-Match)."""
+    canonical = json.dumps(task, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {**task, "version": hashlib.sha256(canonical.encode()).hexdigest()[:32]}
+
+
+def task_json(task: Task, queued_at: datetime | None = None) -> dict[str, Any]:
+    """A task as the 202 that made it shows it; `queued_at` when it was queued just now (the row's
+    mark is written later, off the request path)."""
+    return with_version(
+        {
+            "id": str(task.id),
+            "kind": task.kind,
+            "status": task.status,
+            "vm_id": str(task.vm_id) if task.vm_id else None,
+            "host": task.host,
+            "attempts": task.attempts,
+            "requested_by": task.requested_by,
+            "steps": [step_json(step) for step in task.steps],
+            "result": task.result,
+            "error": task.error,
+            "created_at": _iso(task.created_at),
+            "queued_at": _iso(queued_at or task.queued_at),
+            "started_at": _iso(task.started_at),
+            "finished_at": _iso(task.finished_at),
+        }
+    )
 
 
 def image_json(image: Image) -> dict[str, Any]:

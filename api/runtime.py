@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.task_events import TaskEvents
 from common.config import Settings
 from common.db import make_autocommit_engine, make_engine, make_session_factory
 from common.dispatch import QueuedMarks
@@ -32,6 +33,8 @@ class Runtime:
     queued_marks: QueuedMarks
     # The gauges GET /metrics reads at each scrape (api/metrics.py).
     state_metrics: StateCollector
+    # The process's one LISTEN connection, waking the requests that wait for a task to change.
+    task_events: TaskEvents
 
     @classmethod
     def install(cls, app: Flask, settings: Settings) -> Runtime:
@@ -45,13 +48,15 @@ class Runtime:
             autocommit,
             QueuedMarks(autocommit),
             StateCollector(autocommit, settings.broker_url),
+            TaskEvents(settings.database_url),
         )
         app.extensions["iaas"] = runtime
         app.teardown_appcontext(_close_session)
         return runtime
 
     def close(self) -> None:
-        """Close every pooled database connection (tests make many apps in one process)."""
+        """Close every database connection, the listener's too (tests make many apps in one process)."""
+        self.task_events.close()
         self.engine.dispose()
         self.autocommit.dispose()
         self.state_metrics.close()

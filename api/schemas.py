@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -13,7 +14,7 @@ from common.ipam import MAX_NICS, NicRequest
 from common.names import DNS_LABEL_PATTERN
 from common.networks import EXAMPLE as CIDR_EXAMPLE
 from common.networks import MAX_PREFIX, MIN_PREFIX
-from common.states import VmStatus
+from common.states import TaskKind, TaskStatus, VmStatus
 
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63)]
 
@@ -175,6 +176,45 @@ class VmListQuery(PageQuery):
     status: VmStatus | None = None
     name: DnsLabel | None = None
     all_projects: bool = False  # admins only: every project's VMs, each showing its project
+
+
+class TaskHistoryQuery(PageQuery):
+    """A VM's tasks (GET /v1/vms/<id>/tasks), newest first."""
+
+    kind: TaskKind | None = None
+    status: TaskStatus | None = None
+
+
+class TaskListQuery(TaskHistoryQuery):
+    """The project's tasks (GET /v1/tasks), newest first."""
+
+    vm_id: uuid.UUID | None = None
+    all_projects: bool = False  # admins only: every project's tasks
+
+
+# What GET /v1/tasks/<id>?wait= holds a request for, at most.
+MAX_WAIT_S = 60
+
+
+class TaskQuery(BaseModel):
+    """GET /v1/tasks/<id>: answer at once, or wait for the task to move on from a version seen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wait: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description="Seconds to wait (at most 60) for the task to change from the version in `seen` "
+        "(or in If-None-Match); the answer comes at once when the task has changed already, or when "
+        "neither says which version the client has seen.",
+    )
+    seen: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="The `version` of the task the client has seen.",
+    )
 
 
 class NetworkCreate(_Strict):

@@ -41,10 +41,19 @@ _ACTIVE_TASK_INDEX = "tasks_one_active_per_vm"
 def get_live_vm(session: Session, vm_id: uuid.UUID, caller: Caller) -> Vm:
     """The VM, if it is live and the caller may see it: another project's VM is not found, exactly
     as if it did not exist (an admin sees every project's)."""
+    return _visible_vm(session, vm_id, caller, live=True)
+
+
+def get_vm_of_history(session: Session, vm_id: uuid.UUID, caller: Caller) -> Vm:
+    """The VM, live or deleted (its task history outlives it), if the caller may see it, as above."""
+    return _visible_vm(session, vm_id, caller, live=False)
+
+
+def _visible_vm(session: Session, vm_id: uuid.UUID, caller: Caller, *, live: bool) -> Vm:
     vm = session.get(Vm, vm_id)
     if (
         vm is None
-        or vm.status == VmStatus.DELETED
+        or (live and vm.status == VmStatus.DELETED)
         or not (caller.is_admin or vm.project_id == caller.project_id)
     ):
         raise NotFound(f"No VM with id {vm_id}.", vm_id=str(vm_id))
@@ -157,7 +166,7 @@ def request_destroy(session: Session, vm_id: uuid.UUID, caller: Caller) -> tuple
         _raise_busy_or_invalid(session, vm)
     task = _new_task(TaskKind.DESTROY_VM, vm, {}, caller)
     session.add(task)
-    _flush_or_conflict(session, vm.name)
+    _flush_or_conflict(session, vm)
     session.refresh(vm)
     return vm, task
 
@@ -209,7 +218,7 @@ def request_power(
         _raise_busy_or_invalid(session, vm)
     task = _new_task(kind, vm, options, caller)
     session.add(task)
-    _flush_or_conflict(session, vm.name)  # one active task per VM: PostgreSQL's index says so
+    _flush_or_conflict(session, vm)  # one active task per VM: PostgreSQL's index says so
     return vm, task
 
 
@@ -221,24 +230,47 @@ def _new_task(kind: TaskKind, vm: Vm, request: dict[str, Any], caller: Caller) -
 
 
 def _raise_busy_or_invalid(session: Session, vm: Vm) -> None:
-    active = session.scalar(select(Task.id).where(Task.vm_id == vm.id, Task.status.in_(ACTIVE_TASK_STATUSES)))
-    if active is not None:
-        raise VmBusy(f"VM {vm.name!r} has a task in progress; wait for it to finish.", task_id=str(active))
+    _raise_if_busy(session, vm.id, vm.name)
     raise InvalidState(f"VM {vm.name!r} is {vm.status}; that action is not possible now.", status=vm.status)
 
 
-def _flush_or_conflict(session: Session, name: str) -> None:
+def _raise_if_busy(session: Session, vm_id: uuid.UUID, name: str) -> None:
+    """409 vm_busy naming the VM's active task (its id, kind and status: what to wait for), if any."""
+    active = session.execute(
+        select(Task.id, Task.kind, Task.status).where(
+            Task.vm_id == vm_id, Task.status.in_(ACTIVE_TASK_STATUSES)
+        )
+    ).first()
+    if active is not None:
+        raise VmBusy(
+            f"VM {name!r} has a task in progress ({active.kind}, {active.status}); wait for it to finish: "
+            f"GET /v1/tasks/{active.id}.",
+            task_id=str(active.id),
+            kind=active.kind,
+            status=active.status,
+        )
+
+
+def _flush_or_conflict(session: Session, vm: Vm) -> None:
     """Let PostgreSQL's unique indexes decide races; translate their verdicts into 409s."""
+    vm_id, name = vm.id, vm.name
     try:
         session.flush()
     except IntegrityError as exc:
+        if _constraint(exc) == _ACTIVE_TASK_INDEX:
+            # Another request's task won the race (and is committed: the index waited for it). The
+            # failed transaction can read nothing more; a new one reads which task it is.
+            session.rollback()
+            _raise_if_busy(session, vm_id, name)
+            raise VmBusy(f"VM {name!r} had a task in progress; try again.") from exc
         _raise_conflict(exc, name)
 
 
+def _constraint(exc: IntegrityError) -> str | None:
+    return getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+
+
 def _raise_conflict(exc: IntegrityError, name: str) -> NoReturn:
-    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-    if constraint == _NAME_INDEX:
+    if _constraint(exc) == _NAME_INDEX:
         raise NameTaken(f"A VM named {name!r} already exists.", name=name) from exc
-    if constraint == _ACTIVE_TASK_INDEX:
-        raise VmBusy(f"VM {name!r} has a task in progress; wait for it to finish.") from exc
     raise exc

@@ -69,10 +69,12 @@ def publish_to_hosts(celery: Celery, name: str, args: list[str], hosts: Collecti
 
 def enqueue(celery: Celery, marks: QueuedMarks, task: Task) -> datetime | None:
     """Publish a committed task and note when, for `marks` to record. Returns that time, or None when
-    the broker refused (the sweep sends it later)."""
+    the broker refused (the sweep sends it later). The time is taken before publishing: a worker may
+    start the task before `publish` returns, and `queued_at` must not come after `started_at`
+    (common/lifecycle.mark_queued keeps that too, for clocks that disagree)."""
+    at = datetime.now(UTC)
     if not publish(celery, task):
         return None
-    at = datetime.now(UTC)
     marks.add(task.id, at)
     return at
 
@@ -126,9 +128,10 @@ def resend_unqueued(
         tasks = lifecycle.unqueued_tasks(session, grace_s, only)
     sent = 0
     for task in tasks:
+        at = datetime.now(UTC)  # before publishing, as in enqueue
         if publish(celery, task):
             with sessions.begin() as session:
-                lifecycle.mark_queued(session, task.id, datetime.now(UTC))
+                lifecycle.mark_queued(session, task.id, at)
             sent += 1
     if tasks:
         log.info("re-sent %d of %d unqueued tasks", sent, len(tasks))

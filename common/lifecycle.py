@@ -297,16 +297,27 @@ def insert_vm_and_task(session: Session, vm: Vm, task: Task, *, disk_bytes: int)
     return session.execute(_INSERT_VM_AND_TASK, params).scalar()
 
 
-# Built once: it runs after every accepted request.
+# Built once: it runs after every accepted request. The mark comes after the publish, and a worker
+# may have started (or a DELETE cancelled) the task meanwhile: so that the times stay causal,
+# created_at <= queued_at <= started_at <= finished_at, it is never later than either, nor earlier
+# than the task's recording (LEAST and GREATEST skip NULLs). Whatever clock `at` was read from.
 _MARK_QUEUED = (
     update(Task)
     .where(Task.id == bindparam("task_id", type_=Task.__table__.c.id.type), Task.queued_at.is_(None))
-    .values(queued_at=bindparam("at", type_=Task.__table__.c.queued_at.type))
+    .values(
+        queued_at=func.greatest(
+            Task.created_at,
+            func.least(
+                bindparam("at", type_=Task.__table__.c.queued_at.type), Task.started_at, Task.finished_at
+            ),
+        )
+    )
 )
 
 
 def mark_queued(connection: Session | Connection, task_id: uuid.UUID, at: datetime) -> None:
-    """The broker took the message: the outbox need not send it (`at` is when it was handed over)."""
+    """The broker took the message: the outbox need not send it (`at` is when it was handed over:
+    read before publishing, as a worker may start it at once)."""
     connection.execute(_MARK_QUEUED, {"task_id": task_id, "at": at})
 
 
@@ -459,7 +470,7 @@ def cancel_unstarted(session: Session, vm_id: uuid.UUID, kind: TaskKind, error: 
             Task.vm_id == vm_id,
             Task.kind == kind,
             Task.attempts == 0,
-            finished_at=func.greatest(func.now(), Task.created_at),
+            finished_at=func.greatest(func.now(), Task.created_at, Task.queued_at),
             error=error,
         ).returning(Task.id)
     )

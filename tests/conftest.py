@@ -30,6 +30,7 @@ from tests.support.environment import (
     TEST_BROKER,
     TEST_DATABASE_URL,
     TEST_DB,
+    WAIT_LATENCIES,
 )
 
 _FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
@@ -71,6 +72,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if EVENT_LATENCIES:
         measured = ", ".join(f"{what} {seconds * 1000:.0f} ms" for what, seconds in EVENT_LATENCIES)
         terminalreporter.write_line(f"libvirt lifecycle event -> VM row in the database: {measured}")
+    if WAIT_LATENCIES:
+        served = {how: [s for what, s in WAIT_LATENCIES if what == how] for how, _ in WAIT_LATENCIES}
+        measured = "; ".join(
+            f"{how}: n={len(times)}, median {statistics.median(times) * 1000:.1f} ms, "
+            f"max {max(times) * 1000:.1f} ms"
+            for how, times in served.items()
+        )
+        terminalreporter.write_line(f"task change committed -> waiting GET answered: {measured}")
     if SEED_BOOT_TIMES:
         measured = ", ".join(f"{guest} {seconds:.2f} s" for guest, seconds in SEED_BOOT_TIMES)
         terminalreporter.write_line(f"tiny guest under TCG, qemu start -> 'tiny: configured': {measured}")

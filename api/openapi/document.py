@@ -164,7 +164,7 @@ def _parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
         ]
     if route.idempotency_key:
         params.append(IDEMPOTENCY_KEY)
-    return params
+    return params + [dict(header) for header in route.headers]
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:

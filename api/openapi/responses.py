@@ -52,6 +52,9 @@ class Vm(_Answer):
         pattern=r"^[0-9a-f]{64}$",
         description="The SHA-256 of the user-data's UTF-8 bytes (the user-data is not shown back).",
     )
+    latest_task_id: uuid.UUID | None = Field(
+        description="The VM's newest task (`GET /v1/vms/<id>/tasks` lists them all, newest first)."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -112,6 +115,11 @@ class Task(_Answer):
     queued_at: datetime | None = Field(description="When it was handed to the queue; `null` = not yet.")
     started_at: datetime | None
     finished_at: datetime | None
+    version: str = Field(
+        pattern=r"^[0-9a-f]{32}$",
+        description="Changes whenever the task or one of its steps does (the answer's ETag too): pass "
+        "it as `seen` with `wait` to wait for the next change.",
+    )
 
 
 class Image(_Answer):
@@ -177,6 +185,13 @@ class VmPage(_Answer):
     """A page of VMs, oldest first; pass `next_cursor` back as `cursor` for the next one."""
 
     items: list[Vm]
+    next_cursor: str | None
+
+
+class TaskPage(_Answer):
+    """A page of tasks, newest first; pass `next_cursor` back as `cursor` for the next one."""
+
+    items: list[Task]
     next_cursor: str | None
 
 

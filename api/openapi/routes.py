@@ -14,7 +14,17 @@ from pydantic import BaseModel
 
 from api.openapi import responses as out
 from api.openapi.page import ASSETS
-from api.schemas import ConsoleQuery, NetworkCreate, NetworkListQuery, PowerAction, VmCreate, VmListQuery
+from api.schemas import (
+    ConsoleQuery,
+    NetworkCreate,
+    NetworkListQuery,
+    PowerAction,
+    TaskHistoryQuery,
+    TaskListQuery,
+    TaskQuery,
+    VmCreate,
+    VmListQuery,
+)
 from api.views.actions import ReconcileRequest
 from api.views.keypairs import KeypairCreate
 from common.names import DNS_LABEL_PATTERN
@@ -61,6 +71,7 @@ class Route:
     body: type[BaseModel] | None = None
     body_required: bool = True
     idempotency_key: bool = False
+    headers: tuple[Mapping[str, Any], ...] = ()  # header parameters besides Idempotency-Key
     public: bool = False  # no bearer token needed
     description: str = ""
 
@@ -71,7 +82,8 @@ ERROR_WHEN = {
     "the body is not an object, or a bad `cursor` or `Idempotency-Key`; `invalid_json`: the body is not "
     "JSON text, or nests deeper than 32 levels (`details.max_depth`).",
     404: "`not_found`: no such id in the caller's project (or not a UUID).",
-    409: "`vm_busy`: the VM has a task in progress (`details.task_id`); `invalid_state`: the VM's status "
+    409: "`vm_busy`: the VM has a task in progress (`details.task_id`, `kind`, `status`); `invalid_state`: "
+    "the VM's status "
     "does not allow this (`details.status`).",
     413: "`request_entity_too_large`: the body is over 64 KiB.",
     415: "`unsupported_media_type`: the body was not sent as `application/json`.",
@@ -135,6 +147,7 @@ def vm_links(vm_id: str) -> dict[str, dict[str, Any]]:
     return {
         "GetVm": link("get_vm", "Read the VM.", vm_id=vm_id),
         "GetVmConsole": link("get_vm_console", "Read the end of the VM's console log.", vm_id=vm_id),
+        "ListVmTasks": link("list_vm_tasks", "List the VM's tasks, newest first.", vm_id=vm_id),
         "DeleteVm": link("delete_vm", "Delete the VM.", vm_id=vm_id),
         **{
             f"{action.title()}Vm": link(f"{action}_vm", f"{action.title()} the VM.", vm_id=vm_id)
@@ -151,6 +164,22 @@ def network_links(network_id: str) -> dict[str, dict[str, Any]]:
 
 
 GET_TASK = {"GetTask": link("get_task", "Poll the task.", task_id="$response.body#/task/id")}
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "The ETag of an earlier answer: with `wait`, wait for the task to change from it; "
+    "without, 304 while it has not.",
+    "schema": {"type": "string", "maxLength": 1000},
+}
+ETAG = {
+    "ETag": {
+        "description": "The task's `version`, quoted.",
+        "required": True,
+        "schema": {"type": "string", "pattern": '^"[0-9a-f]{32}"$'},
+    }
+}
+TASK_PAGE = Reply("A page of tasks, newest first.", out.TaskPage)
 ACCEPTED_VM = Reply(
     "Accepted: the VM and the task that carries the request out.",
     out.VmAccepted,
@@ -243,8 +272,28 @@ ROUTES: tuple[Route, ...] = (
         "worker has started (404 `unknown_host`, with `details.known_hosts`); that host's worker runs it.",
     ),
     Route(
-        "GET", "/v1/tasks/{task_id}", "tasks.get_task", "tasks", "Read a task (what clients poll)",
-        {200: Reply("The task with its steps.", out.Task), **errors(404, 503)}, path_params={"task_id": UUID},
+        "GET", "/v1/vms/{vm_id}/tasks", "vms.list_vm_tasks", "vms", "List a VM's tasks, newest first",
+        {200: TASK_PAGE, **errors(400, 404, 503)}, path_params=VM_ID, query=TaskHistoryQuery,
+        description="Answered after the VM is deleted too, for as long as its tasks are kept "
+        "(`IAAS_RETENTION_DAYS`), although `GET /v1/vms/<id>` is then 404.",
+    ),
+    Route(
+        "GET", "/v1/tasks", "tasks.list_tasks", "tasks", "List the project's tasks, newest first",
+        {200: TASK_PAGE, **errors(400, 503)}, query=TaskListQuery,
+        description="Filtered by `vm_id`, `kind` and `status`; `all_projects=true` (admins only) lists "
+        "every project's, the reconciliations beat schedules included.",
+    ),
+    Route(
+        "GET", "/v1/tasks/{task_id}", "tasks.get_task", "tasks", "Read a task, or wait for it to change",
+        {200: Reply("The task with its steps.", out.Task, headers=ETAG),
+         304: Reply("Not modified: the task is still at the version If-None-Match names.",
+                    media_types=(), headers=ETAG),
+         **errors(400, 404, 503)},
+        path_params={"task_id": UUID}, query=TaskQuery, headers=(IF_NONE_MATCH,),
+        description="With `wait` (seconds, at most 60) and the `version` the client has seen (`seen`, or "
+        "the ETag in If-None-Match), the answer comes as soon as the task changes from it -- at once if "
+        "it has already -- or when the wait is over: 200 either way. PostgreSQL notifies the API of every "
+        "change, so the answer follows a change within milliseconds.",
     ),
     Route(
         "GET", "/v1/project", "project.get_project", "project", "The caller's project, its limits and usage",

@@ -18,9 +18,24 @@ from api.console import console_tail
 from api.pagination import decode_cursor, encode_cursor
 from api.presenters import sha256_hex, vm_json
 from api.runtime import db
-from api.schemas import MAX_USER_DATA_BYTES, ConsoleQuery, PowerAction, VmCreate, VmListQuery
+from api.schemas import (
+    MAX_USER_DATA_BYTES,
+    ConsoleQuery,
+    PowerAction,
+    TaskHistoryQuery,
+    VmCreate,
+    VmListQuery,
+)
+from api.task_reads import HistoryFilter, task_history
 from api.views.body import json_object
-from api.vm_requests import get_live_vm, project_name, request_create, request_destroy, request_power
+from api.vm_requests import (
+    get_live_vm,
+    get_vm_of_history,
+    project_name,
+    request_create,
+    request_destroy,
+    request_power,
+)
 from common.ipam import Address, addresses_of
 from common.models import Project, Task, Vm
 from common.states import TaskKind, VmStatus
@@ -29,6 +44,15 @@ bp = Blueprint("vms", __name__, url_prefix="/v1/vms")
 
 # What api/presenters.sha256_hex says of a VM's user-data, computed where the user-data is.
 USER_DATA_SHA256 = func.encode(func.sha256(func.convert_to(Vm.user_data, "UTF8")), "hex")
+# The VM's newest task, read with the VM (index tasks_by_vm, backwards): no query per VM in a list.
+LATEST_TASK_ID = (
+    select(Task.id)
+    .where(Task.vm_id == Vm.id)
+    .order_by(Task.created_at.desc(), Task.id.desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("latest_task_id")
+)
 
 TEXT_UTF8 = "text/plain; charset=utf-8"
 # The console log's whole size in bytes (0, with an empty body, when it has no log yet), and where in
@@ -48,7 +72,7 @@ def _accept(
 ) -> ResponseReturnValue:
     def record() -> Recorded:
         vm, task, addresses = work()
-        return {"vm": _shown(vm, addresses)}, task
+        return {"vm": _shown(vm, addresses, task.id)}, task  # the new task is the VM's newest
 
     return accept(record, body)
 
@@ -58,9 +82,10 @@ def _with_addresses(vm_and_task: tuple[Vm, Task]) -> tuple[Vm, Task, list[Addres
     return vm, task, addresses_of(db(), [vm.id])[vm.id]
 
 
-def _shown(vm: Vm, addresses: list[Address]) -> dict[str, Any]:
+def _shown(vm: Vm, addresses: list[Address], latest_task_id: uuid.UUID | None) -> dict[str, Any]:
     """One VM read whole (its user-data included, to digest it), as the API shows it."""
-    return vm_json(vm, project_name(db(), vm, caller()), addresses, sha256_hex(vm.user_data))
+    digest = sha256_hex(vm.user_data)
+    return vm_json(vm, project_name(db(), vm, caller()), addresses, digest, latest_task_id)
 
 
 @bp.post("")
@@ -78,7 +103,7 @@ def list_vms() -> ResponseReturnValue:
     query = VmListQuery.model_validate(request.args.to_dict())
     # The user-data is digested by PostgreSQL, not read: a page of VMs could carry 64 KiB each.
     stmt = (
-        select(Vm, Project.name, USER_DATA_SHA256)
+        select(Vm, Project.name, USER_DATA_SHA256, LATEST_TASK_ID)
         .join(Project, Project.id == Vm.project_id)
         .where(Vm.status != VmStatus.DELETED)
         .options(defer(Vm.user_data), defer(Vm.public_key))
@@ -97,14 +122,28 @@ def list_vms() -> ResponseReturnValue:
     page, more = rows[: query.limit], len(rows) > query.limit
     next_cursor = encode_cursor(page[-1].Vm.created_at, page[-1].Vm.id) if more else None
     addresses = addresses_of(db(), [row.Vm.id for row in page]) if page else {}
-    items = [vm_json(vm, project, addresses.get(vm.id, []), digest) for vm, project, digest in page]
+    items = [
+        vm_json(vm, project, addresses.get(vm.id, []), digest, latest) for vm, project, digest, latest in page
+    ]
     return jsonify({"items": items, "next_cursor": next_cursor})
 
 
 @bp.get("/<uuid:vm_id>")
 def get_vm(vm_id: uuid.UUID) -> ResponseReturnValue:
     vm = get_live_vm(db(), vm_id, caller())
-    return jsonify(_shown(vm, addresses_of(db(), [vm.id])[vm.id]))
+    latest = db().scalar(select(LATEST_TASK_ID).where(Vm.id == vm.id))
+    return jsonify(_shown(vm, addresses_of(db(), [vm.id])[vm.id], latest))
+
+
+@bp.get("/<uuid:vm_id>/tasks")
+def list_vm_tasks(vm_id: uuid.UUID) -> ResponseReturnValue:
+    """The VM's tasks, newest first -- also once the VM is deleted, for as long as its tasks are
+    kept (its row stays as long as they do: common/retention.py)."""
+    query = TaskHistoryQuery.model_validate(request.args.to_dict())
+    vm = get_vm_of_history(db(), vm_id, caller())
+    which = HistoryFilter(None, vm_id=vm.id, kind=query.kind, status=query.status)
+    items, next_cursor = task_history(db(), which, query.limit, query.cursor)
+    return jsonify({"items": items, "next_cursor": next_cursor})
 
 
 @bp.get("/<uuid:vm_id>/console")

@@ -23,6 +23,7 @@ from common.models import Image
 from common.networks import network_deleted
 from common.queue import make_celery
 from common.tokens import Role
+from tests.support.gunicorn import Server, gunicorn_api
 from tests.support.invariants import host_networks
 from tests.support.polling import poll
 from tests.support.processes import WorkerProcess, free_port, start_worker
@@ -102,6 +103,13 @@ def http_api(app: Flask) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join()
+
+
+@pytest.fixture
+def api_server(database: str, broker: redis.Redis, tmp_path: Path) -> Iterator[Server]:
+    """The API under gunicorn with gevent workers, as the stack runs it (tests/support/gunicorn.py)."""
+    with gunicorn_api(database, tmp_path / "gunicorn.log") as server:
+        yield server
 
 
 @pytest.fixture

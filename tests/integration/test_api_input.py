@@ -175,7 +175,7 @@ def test_delete_once_a_worker_started_the_create_is_409_vm_busy(client: FlaskCli
             .values(status="running", attempts=Task.attempts + 1)
         )
     error = assert_error(client.delete(f"/v1/vms/{created['vm']['id']}"), 409, "vm_busy")
-    assert error["details"] == {"task_id": created["task"]["id"]}
+    assert error["details"] == {"task_id": created["task"]["id"], "kind": "create_vm", "status": "running"}
     assert client.get(f"/v1/vms/{created['vm']['id']}").get_json()["status"] == "pending"
     assert row_counts(sessions) == (1, 1, 0)
 

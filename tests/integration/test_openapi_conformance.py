@@ -30,8 +30,8 @@ MAX_EXAMPLES = 250
 STATEFUL_SCENARIOS = 80
 
 # A schema-valid request may still be refused for what the database holds: an `image` no image has
-# (400 unknown_image, disk_too_small), a `cursor` this API never gave out (400: a cursor is opaque,
-# no JSON Schema can say which strings are cursors), an `Idempotency-Key` used before for another
+# (400 unknown_image, disk_too_small), a `cursor` this API never gave out (400 in every list: a cursor
+# is opaque, no JSON Schema can say which strings are cursors), an `Idempotency-Key` used before for another
 # request (422). These are the statuses `positive_data_acceptance` takes besides its own defaults.
 # The same for a `flavor` no flavor has (400 unknown_flavor), a body with both a flavor and sizes or
 # neither (400: the schema lists all four as optional), and a `public_key` string that is no real key
@@ -45,6 +45,8 @@ ACCEPTED_BESIDES = {
     ("POST", "/v1/keypairs"): ["400"],
     ("POST", "/v1/networks"): ["400"],
     ("GET", "/v1/networks"): ["400"],
+    ("GET", "/v1/tasks"): ["400"],
+    ("GET", "/v1/vms/{vm_id}/tasks"): ["400"],
 }
 # A reconcile's `host` must be one whose worker has started: any other valid name is 404 unknown_host.
 IDEMPOTENT = [("DELETE", "/v1/vms/{vm_id}"), ("POST", "/v1/actions/reconcile")] + [

@@ -6,73 +6,18 @@ worker being killed or replaced."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
-import redis
 import requests
 
 from api import gunicorn_config
-from tests.support.environment import ROOT, TEST_BROKER
+from tests.support.gunicorn import Server
 from tests.support.polling import poll
-from tests.support.processes import free_port, terminate
 
 SLOW_CLIENTS = 50
 # A request head that never ends: no blank line ever follows.
 PARTIAL_HEAD = b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def api_server(database: str, broker: redis.Redis, tmp_path: Path) -> Iterator[Server]:
-    port = free_port()
-    log_path = tmp_path / "gunicorn.log"
-    cmd = [
-        str(Path(sys.executable).parent / "gunicorn"),
-        "-c", str(ROOT / "api" / "gunicorn_config.py"),
-        "--bind", f"127.0.0.1:{port}",
-        "api:create_app()",
-    ]  # fmt: skip
-    env = {**os.environ, "IAAS_DATABASE_URL": database, "IAAS_BROKER_URL": TEST_BROKER}
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(process, port, log_path)
-
-    def ready() -> bool | None:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{server.log()}")
-        try:
-            return True if requests.get(f"{server.url}/readyz", timeout=2).status_code == 200 else None
-        except requests.ConnectionError:
-            return None
-
-    try:
-        poll(ready, timeout=30, what="gunicorn to answer /readyz")
-        yield server
-    finally:
-        terminate(process)
-        assert process.returncode in (0, -signal.SIGTERM), server.log()
 
 
 def stalled_client(port: int) -> socket.socket:

@@ -41,6 +41,8 @@ TAKEOVER_TIMES: list[float] = []
 EVENT_LATENCIES: list[tuple[str, float]] = []
 # (which guest, seconds from starting QEMU to the tiny guest's "tiny: configured" line)
 SEED_BOOT_TIMES: list[tuple[str, float]] = []
+# (how it was served, seconds from a task's change committing to a waiting GET's answer arriving)
+WAIT_LATENCIES: list[tuple[str, float]] = []
 
 
 def stack_admin_token() -> str:

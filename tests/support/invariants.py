@@ -61,12 +61,27 @@ def assert_usage_is_counted(sessions: Any) -> None:
     assert not leaked, f"addresses held by VMs that hold no quota: {[tuple(row) for row in leaked]}"
 
 
+def assert_task_times_are_causal(sessions: Any) -> None:
+    """Every task's times are in the order things happen: created_at <= queued_at <= started_at <=
+    finished_at, each of them that is set (a task cancelled before it started has no started_at; one
+    finished at birth was never queued)."""
+    times = (Task.created_at, Task.queued_at, Task.started_at, Task.finished_at)
+    with sessions() as session:
+        rows = session.execute(select(Task.id, Task.kind, *times)).all()
+    for task_id, kind, *stamps in rows:
+        known = [stamp for stamp in stamps if stamp is not None]
+        assert known == sorted(known), (
+            f"task {task_id} ({kind}): created, queued, started, finished at {stamps}: not in order"
+        )
+
+
 def assert_nothing_leaked(sessions: Any, inventory: dict[str, Any]) -> dict[str, Any]:
     """No task left unfinished, nothing in libvirt that the database does not own (domains, disks,
-    seeds, the host's networks), every project's usage true and no address held for nothing.
-    Returns the VMs by id."""
+    seeds, the host's networks), every project's usage true, no address held for nothing, and every
+    task's times in order. Returns the VMs by id."""
     wait_for_every_task_to_finish(sessions)
     assert_usage_is_counted(sessions)
+    assert_task_times_are_causal(sessions)
     with sessions() as session:
         vms = {str(vm.id): vm for vm in session.scalars(select(Vm)).all()}
         networks = {str(network_id) for network_id in session.scalars(select(Network.id))}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-from datetime import datetime, timedelta, timezone
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -66,8 +67,10 @@ networks = st.builds(
 )  # fmt: skip
 
 
-def shown_vm(vm: Vm, project: str, nics: list[Address] | None = None) -> dict[str, Any]:
-    return vm_json(vm, project, nics or [], sha256_hex(vm.user_data))
+def shown_vm(
+    vm: Vm, project: str, nics: list[Address] | None = None, latest_task_id: uuid.UUID | None = None
+) -> dict[str, Any]:
+    return vm_json(vm, project, nics or [], sha256_hex(vm.user_data), latest_task_id)
 
 
 steps = st.builds(
@@ -133,8 +136,10 @@ def test_a_vm_and_its_task_as_the_api_shows_them(
     assert out.Task.model_validate_json(as_sent(task_json(task))).steps == [
         out.TaskStep.model_validate_json(as_sent(step)) for step in task_json(task)["steps"]
     ]
-    out.VmAccepted.model_validate_json(as_sent({"vm": shown_vm(vm, project), "task": task_json(task)}))
+    accepted = {"vm": shown_vm(vm, project, latest_task_id=task.id), "task": task_json(task)}
+    assert out.VmAccepted.model_validate_json(as_sent(accepted)).vm.latest_task_id == task.id
     out.TaskAccepted.model_validate_json(as_sent({"task": task_json(task)}))
+    out.TaskPage.model_validate_json(as_sent({"items": [task_json(task)], "next_cursor": "x"}))
     out.VmPage.model_validate_json(as_sent({"items": [shown_vm(vm, project)], "next_cursor": None}))
 
 
@@ -167,6 +172,15 @@ def test_a_keypair_as_the_api_shows_it(keypair: Keypair) -> None:
     shown = out.Keypair.model_validate_json(as_sent(keypair_json(keypair)))
     assert shown.fingerprint == keypair.fingerprint and keypair.public_key.startswith(shown.type)
     out.KeypairList.model_validate_json(as_sent({"items": [keypair_json(keypair)]}))
+
+
+@given(tasks)
+def test_a_task_s_version_changes_with_what_it_shows(task: Task) -> None:
+    shown = task_json(task)
+    assert task_json(task)["version"] == shown["version"]  # the same state, the same version
+    assert task_json(task, datetime(2001, 1, 1, tzinfo=UTC))["version"] != shown["version"] or (
+        shown["queued_at"] == datetime(2001, 1, 1, tzinfo=UTC).isoformat()
+    )
 
 
 @given(vms, st.sampled_from(["host", "created_at", "status", "project"]))
