@@ -1,5 +1,5 @@
-"""Waiting for a task: the API's long-poll (`GET /v1/tasks/<id>?wait=<s>` answers as soon as the task
-changes, or when the wait is over), falling back to polling at a short interval on a server that ignores
+"""Waiting for a task: the API's long-poll (`GET /v1/tasks/<id>?wait=<s>&seen=<version>` answers as
+soon as the task differs from the version seen, or when the wait is over), falling back to polling at a short interval on a server that ignores
 or refuses `wait`; each change is shown as it comes, live on a terminal, one plain line per change
 otherwise."""
 
@@ -47,13 +47,15 @@ class TaskWaiter:
         self.clock, self.sleep = clock, sleep
         self.long_poll = long_poll_s > 0
 
-    def read(self, task_id: str) -> Task:
-        path = f"/v1/tasks/{task_id}"
+    def read(self, task: Mapping[str, Any]) -> Task:
+        """The task again: held by the server until it differs from the `version` we have seen."""
+        path = f"/v1/tasks/{task['id']}"
         if self.long_poll:
+            params: dict[str, Any] = {"wait": self.long_poll_s}
+            if task.get("version"):
+                params["seen"] = task["version"]
             try:
-                answer = self.client.request(
-                    "GET", path, params={"wait": self.long_poll_s}, timeout=self.long_poll_s + 15
-                )
+                answer = self.client.request("GET", path, params=params, timeout=self.long_poll_s + 15)
                 return dict(answer.json())
             except ApiError as exc:
                 if exc.status != 400:
@@ -72,7 +74,7 @@ class TaskWaiter:
             if deadline is not None and self.clock() >= deadline:
                 raise WaitTimeout(current, timeout or 0)
             asked = self.clock()
-            latest = self.read(str(current["id"]))
+            latest = self.read(current)
             if latest != current:
                 current = latest
                 on_change(current)
