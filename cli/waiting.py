@@ -1,7 +1,7 @@
 """Waiting for a task: the API's long-poll (`GET /v1/tasks/<id>?wait=<s>&seen=<version>` answers as
-soon as the task differs from the version seen, or when the wait is over), falling back to polling at a short interval on a server that ignores
-or refuses `wait`; each change is shown as it comes, live on a terminal, one plain line per change
-otherwise."""
+soon as the task differs from the version seen, or when the wait is over), falling back to polling at a
+short interval on a server that ignores or refuses `wait`; each change is shown as it comes, live on a
+terminal, one plain line per change otherwise."""
 
 from __future__ import annotations
 
