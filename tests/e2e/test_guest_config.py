@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from common.config import Settings
@@ -120,3 +121,25 @@ def test_two_configured_guests_on_an_isolated_network(stack: Settings) -> None:
     poll(lambda: True if virsh("net-info", libvirt_network, check=False).returncode != 0 else None,
          timeout=30, interval=0.2, what=f"libvirt network {libvirt_network} to be removed")  # fmt: skip
     http.delete(f"{API}/v1/keypairs/{key['name']}", timeout=10)
+
+
+def test_creates_at_once_each_get_their_seed_and_address(stack: Settings) -> None:
+    """Eight creates at once on one network: every seed upload and the network step of each succeed
+    side by side (libvirt refuses a pool refresh while another upload runs: none is asked for)."""
+    suffix = uuid.uuid4().hex[:6]
+    network = created("/v1/networks", {"name": f"e2e-many-{suffix}", "cidr": "203.0.113.0/28"})
+    with ThreadPoolExecutor(8) as pool:
+        accepted = list(pool.map(lambda i: create_vm({
+            "name": f"e2e-many-{suffix}-{i}", "image": "tiny", "vcpus": 1, "memory_mib": 128, "disk_gib": 1,
+            "networks": [network["name"]], "user_data": f"#!/bin/sh\necho guest {i}\n",
+        }), range(8)))  # fmt: skip
+        tasks = list(pool.map(lambda vm_and_task: wait_for_task(vm_and_task[1]), accepted))
+    try:
+        assert [t["status"] for t in tasks] == ["succeeded"] * 8, [t["error"] for t in tasks]
+        assert len({vm["addresses"][0]["ip"] for vm, _ in accepted}) == 8
+        volumes = virsh("vol-list", "--pool", stack.storage_pool).stdout
+        assert all(f"seed-{vm['id']}.iso" in volumes for vm, _ in accepted)
+    finally:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda vm_and_task: delete_vm(vm_and_task[0]["id"]), accepted))
+    assert http.delete(f"{API}/v1/networks/{network['id']}", timeout=10).status_code == 204

@@ -168,7 +168,9 @@ class Hypervisor:
         except BaseException:
             stream.abort()
             raise
-        pool.refresh(0)
+        # No pool.refresh(): it fails while another upload into the pool is running ("pool has
+        # asynchronous jobs running" -- creates upload their seeds at once), and a volume's info is
+        # read from its file anyway.
         return self.volume_info(pool.storageVolLookupByName(name))
 
     def ensure_pool(self, name: str, path: str) -> libvirt.virStoragePool:
