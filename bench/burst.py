@@ -64,13 +64,15 @@ def _wait(
     that took."""
     deadline = time.monotonic() + timeout
     polls = 0
-    params = {"wait": long_poll} if long_poll else None
+    params: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         task = http.get(f"{api}{location}", params=params, timeout=10 + long_poll).json()
         polls += 1
         if task["status"] in TERMINAL:
             return task, polls
-        if not long_poll:
+        if long_poll:  # held until the task differs from the version this answer showed
+            params = {"wait": long_poll, "seen": task["version"]}
+        else:
             time.sleep(interval)
     raise TimeoutError(f"task {location} did not finish in {timeout} s")
 
