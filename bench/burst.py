@@ -332,7 +332,11 @@ def main(
     burst_probe = [ms for r in api_runs for ms in r.probe_ms]
     click.echo(
         f"\nburst of {size} creates, median of {repeats}; raw libvirt with {threads} threads; "
-        f"clients poll every {poll_interval * 1000:.0f} ms"
+        + (
+            f"clients long-poll (wait={long_poll:g} s)"
+            if long_poll
+            else f"clients poll every {poll_interval * 1000:.0f} ms"
+        )
     )
     click.echo(
         table(
