@@ -53,7 +53,7 @@ import common.lifecycle as lifecycle
 from api import create_app
 from bench import baseline_app
 from bench.accept_rate import cleanup
-from bench.util import NO_WORKER_HOST, authorized_client, ensure_no_worker_image, table
+from bench.util import NO_WORKER_HOST, authorize, authorized_client, ensure_no_worker_image, table
 from common.config import Settings
 from common.db import make_engine, make_session_factory
 from common.queue import host_queue
@@ -300,6 +300,7 @@ def report(label: str, n: int, wall: float) -> None:
 @click.option("--gets", default=300, show_default=True, help="GET /v1/tasks/<id> to profile (0: none).")
 def main(posts: int, cprofile: int, publish: int, gets: int) -> None:
     settings = Settings()
+    authorize(settings)  # the bench token, before the baseline app (which has no settings) is driven
     sessions = make_session_factory(make_engine(settings.database_url))
     image = ensure_no_worker_image(sessions)
     prefixes = [f"p{secrets.token_hex(3)}", f"q{secrets.token_hex(3)}"]
