@@ -35,23 +35,25 @@ def image_list(ctx: click.Context, fmt: str) -> None:
     _list(list(state(ctx).client().pages("/v1/images")), fmt, output.IMAGE_COLUMNS)
 
 
+IMAGE_FIELDS = [
+    "id",
+    "name",
+    "host",
+    "format",
+    "size_bytes",
+    "virtual_size_bytes",
+    "checksum_sha256",
+    "created_at",
+]
+
+
 @image.command("show")
 @click.argument("name")
 @output.output_option
 @click.pass_context
 def image_show(ctx: click.Context, name: str, fmt: str) -> None:
     """Show image NAME."""
-    names = [
-        "id",
-        "name",
-        "host",
-        "format",
-        "size_bytes",
-        "virtual_size_bytes",
-        "checksum_sha256",
-        "created_at",
-    ]
-    _show(state(ctx).client().get(f"/v1/images/{name}"), fmt, lambda i: output.fields(i, names))
+    _show(state(ctx).client().get(f"/v1/images/{name}"), fmt, lambda i: output.fields(i, IMAGE_FIELDS))
 
 
 @click.group()

@@ -33,26 +33,26 @@ def network_locks(sessions: sessionmaker[Session], names: Iterable[str]) -> Iter
         yield
 
 
-def ensure_networks(hv: Hypervisor, sessions: sessionmaker[Session], names: Iterable[str]) -> None:
-    names = list(names)
-    with network_locks(sessions, names):
-        for name in names:
-            hv.ensure_network(name)
-
-
-def start_with_networks(
-    hv: Hypervisor, sessions: sessionmaker[Session], names: Iterable[str], start: Callable[[], None]
+def ensure_networks(
+    hv: Hypervisor,
+    sessions: sessionmaker[Session],
+    names: Iterable[str],
+    then: Callable[[], None] | None = None,
 ) -> None:
-    """Start a domain with its networks present: made again here if a failed create's undo removed
-    one after this VM's own network step (its domain was not defined yet, so it did not count)."""
+    """Make sure each network exists, under the networks' locks, then run `then` still holding them:
+    a start made with the networks present (they are made again here if a failed create's undo
+    removed one after this VM's own network step -- its domain was not defined yet, so it did not
+    count)."""
     names = list(names)
     if not names:
-        start()
+        if then is not None:
+            then()
         return
     with network_locks(sessions, names):
         for name in names:
             hv.ensure_network(name)
-        start()
+        if then is not None:
+            then()
 
 
 def remove_unused_networks(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,6 +81,12 @@ def _load_database(session: Session, host: str, deadline_s: int, current: uuid.U
     return vms, stuck
 
 
+def _known_networks(session: Session, network_ids: Iterable[str]) -> set[str]:
+    """Which of the project networks the host's libvirt networks stand for the database still has."""
+    wanted = [uuid.UUID(network_id) for network_id in network_ids]
+    return {str(found) for found in session.scalars(select(Network.id).where(Network.id.in_(wanted)))}
+
+
 def _is_ours(hv: Hypervisor, host: str) -> Any:
     def check(domain: DomainView) -> bool:
         return hv.owner_of(domain.uuid, host) is not None  # gone since the listing: not ours to act on
@@ -104,8 +110,7 @@ def reconcile_host(
         domains, volumes, networks = _list_hypervisor(hv, settings)
         with sessions() as session:
             vms, stuck = _load_database(session, settings.host, settings.task_deadline_s, current_task)
-            known_networks = {str(i) for i in session.scalars(select(Network.id).where(Network.id.in_(
-                [uuid.UUID(n) for n in networks.values()])))}  # fmt: skip
+            known_networks = _known_networks(session, networks.values())
         findings = compare(
             vms, domains, volumes, stuck, _is_ours(hv, settings.host), actions, networks, known_networks
         )

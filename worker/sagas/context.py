@@ -142,9 +142,9 @@ def remove_recorded_networks(ctx: VmContext, data: dict[str, Any]) -> None:
 
 
 def start_with_networks(ctx: VmContext) -> None:
-    """Start the domain with its networks present (see guest_networks.start_with_networks)."""
-    guest_networks.start_with_networks(
-        ctx.hv, ctx.sessions, ctx.network_names, lambda: ctx.hv.start_domain(ctx.vm_id)
+    """Start the domain with its networks present (see guest_networks.ensure_networks)."""
+    guest_networks.ensure_networks(
+        ctx.hv, ctx.sessions, ctx.network_names, then=lambda: ctx.hv.start_domain(ctx.vm_id)
     )
 
 
